@@ -1,0 +1,3 @@
+from hoshikage.cli import main
+
+raise SystemExit(main())

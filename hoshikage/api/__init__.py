@@ -1,0 +1,89 @@
+"""The aiohttp application: one factory, wiring done by small setup functions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+from aiohttp import web
+
+from hoshikage.activity import Activity
+from hoshikage.api import keys, openai, status
+from hoshikage.api.errors import error_middleware
+from hoshikage.config import Settings
+from hoshikage.engine.llama import LoadOptions
+from hoshikage.engine.models import ModelPool
+from hoshikage.registry import Registry
+
+log = logging.getLogger("hoshikage.api")
+
+# Polled, not tracked: asking how the daemon is must not keep it awake.
+UNTRACKED_PATHS = frozenset({"/health", "/v1/status"})
+
+
+def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes,
+                          middlewares=[request_log_middleware, error_middleware])
+    registry = registry or Registry(settings.registry_file)
+    app[keys.SETTINGS] = settings
+    app[keys.REGISTRY] = registry
+    app[keys.ACTIVITY] = Activity()
+    app[keys.POOL] = ModelPool(registry, LoadOptions(
+        context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads))
+    openai.setup_routes(app)
+    status.setup_routes(app)
+    app.cleanup_ctx.append(_model_pool_lifetime)
+    return app
+
+
+async def _model_pool_lifetime(app: web.Application):
+    """Release idle models in the background; free every model on shutdown."""
+    settings, pool = app[keys.SETTINGS], app[keys.POOL]
+    releaser = None
+    if settings.idle_timeout_seconds:
+        releaser = asyncio.create_task(_release_idle_models(pool, settings.idle_timeout_seconds))
+    yield
+    if releaser:
+        releaser.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await releaser
+    await pool.close()
+
+
+async def _release_idle_models(pool: ModelPool, idle_seconds: int) -> None:
+    # A coarse tick is enough: release happens minutes after the last use.
+    tick = max(1.0, min(30.0, idle_seconds / 10))
+    while True:
+        await asyncio.sleep(tick)
+        await pool.unload_idle(idle_seconds)
+
+
+@web.middleware
+async def request_log_middleware(request: web.Request, handler):
+    """One structured log line per request; activity tracking for the idle timer."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    tracked = request.path not in UNTRACKED_PATHS
+    activity = request.app[keys.ACTIVITY]
+    started = time.monotonic()
+    if tracked:
+        activity.begin()
+    status_code = 499  # the client went away before an answer was complete
+    try:
+        response = await handler(request)
+        status_code = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        if tracked:
+            activity.end()
+        duration_ms = round((time.monotonic() - started) * 1000)
+        log.log(
+            logging.INFO if tracked else logging.DEBUG,
+            "%s %s %s %d ms", request.method, request.path, status_code, duration_ms,
+            extra={"REQUEST_ID": request_id, "MODEL": request.get("model", ""),
+                   "STATUS": status_code, "TOKENS": request.get("tokens", 0),
+                   "DURATION_MS": duration_ms},
+        )

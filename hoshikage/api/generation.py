@@ -1,0 +1,93 @@
+"""The work behind every generating endpoint, whatever its wire format.
+
+Read and validate the body, find the model, build the prompt, submit it, and
+hand back a TokenStream. Each step turns its failure into the APIError a
+client should see; the stream is cancelled whenever the request ends early
+(client gone, handler cancelled), so no generation outlives its request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+
+from hoshikage.api import keys
+from hoshikage.api.errors import APIError, invalid
+from hoshikage.api.protocol import GenerationRequest
+from hoshikage.engine.llama import Chunk, LoadedModel, ModelLoadError, Prompt, PromptTooLong
+from hoshikage.engine.models import UnknownModel
+from hoshikage.engine.scheduler import GenerationFailed
+
+log = logging.getLogger("hoshikage.api")
+
+
+async def read_json(request: web.Request) -> Any:
+    raw = await request.read()  # aiohttp raises 413 past client_max_size
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("We could not parse the JSON body of your request. Send valid JSON "
+                      "with Content-Type: application/json.") from None
+
+
+def parse_body(body: Any, parse: Callable[[Any], GenerationRequest]) -> GenerationRequest:
+    parsed = parse(body)
+    if parsed.ignored_fields:
+        log.debug("ignoring unknown request fields: %s", ", ".join(parsed.ignored_fields))
+    return parsed
+
+
+async def run_generation(
+    request: web.Request,
+    parsed: GenerationRequest,
+    build_prompt: Callable[[LoadedModel], Prompt],
+) -> AsyncIterator[Chunk]:
+    """Yield the chunks of PARSED, from the first token to the one with finish_reason."""
+    pool = request.app[keys.POOL]
+    try:
+        scheduler = await pool.scheduler_for(parsed.model)
+    except UnknownModel:
+        raise APIError(404, f"The model '{parsed.model}' does not exist", param="model",
+                       code="model_not_found") from None
+    except ModelLoadError as error:
+        raise APIError(500, str(error), param="model", code="model_load_failed",
+                       error_type="server_error") from None
+    try:
+        prompt = await asyncio.to_thread(build_prompt, scheduler.model)
+    except PromptTooLong as error:
+        raise invalid(
+            f"This model's maximum context length is {error.context_length} tokens. However, your "
+            f"request has {error.prompt_tokens} prompt tokens. Please reduce the length of the prompt.",
+            param="messages" if hasattr(parsed, "messages") else "prompt",
+            code="context_length_exceeded") from None
+    except ValueError as error:  # a chat template's raise_exception, a bad token id
+        raise invalid(str(error), param="messages" if hasattr(parsed, "messages") else "prompt") from None
+    stream = scheduler.submit(prompt, parsed.sampling, parsed.max_tokens)
+    try:
+        async for chunk in stream:
+            yield chunk
+    except GenerationFailed as error:
+        raise APIError(500, f"Generation failed: {error}", error_type="server_error") from None
+    finally:
+        stream.cancel()  # no-op when it finished; stops it when we leave early
+        pool.touch(parsed.model)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def usage(chunk: Chunk) -> dict[str, int]:
+    return {"prompt_tokens": chunk.prompt_tokens, "completion_tokens": chunk.completion_tokens,
+            "total_tokens": chunk.prompt_tokens + chunk.completion_tokens}

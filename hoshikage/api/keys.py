@@ -1,0 +1,15 @@
+"""Every object the app shares, declared once with its type."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hoshikage.activity import Activity
+from hoshikage.config import Settings
+from hoshikage.engine.models import ModelPool
+from hoshikage.registry import Registry
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", Registry)
+POOL = web.AppKey("pool", ModelPool)
+ACTIVITY = web.AppKey("activity", Activity)

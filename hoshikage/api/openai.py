@@ -1,0 +1,148 @@
+"""OpenAI's surface: /v1/chat/completions, /v1/completions, /v1/models.
+
+Routes only shape the wire format; the work is in generation.py. The two
+generating endpoints differ in three things: how the prompt is built, the
+``object`` names, and what a choice looks like. ``_Surface`` names those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from hoshikage import __version__
+from hoshikage.api import keys
+from hoshikage.api.errors import APIError
+from hoshikage.api.generation import new_id, now, parse_body, read_json, run_generation, usage
+from hoshikage.api.protocol import GenerationRequest, parse_chat_request, parse_completion_request
+from hoshikage.api.sse import open_event_stream, send_done, send_event
+from hoshikage.engine.llama import Chunk
+
+FINGERPRINT = f"hoshikage-{__version__}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Surface:
+    id_prefix: str
+    object_name: str
+    chunk_object_name: str
+    parse: Callable[[Any], GenerationRequest]
+    prompt: Callable[[GenerationRequest], Callable]  # request -> (model -> Prompt)
+    choice: Callable[[str, str | None], dict[str, Any]]  # whole answer
+    delta: Callable[[str, str | None, bool], dict[str, Any]]  # streamed piece
+
+
+def _chat_choice(text: str, finish_reason: str | None) -> dict[str, Any]:
+    return {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": None, "finish_reason": finish_reason}
+
+
+def _chat_delta(text: str, finish_reason: str | None, first: bool) -> dict[str, Any]:
+    delta: dict[str, Any] = {"role": "assistant", "content": text} if first else {}
+    if text and not first:
+        delta["content"] = text
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _completion_choice(text: str, finish_reason: str | None) -> dict[str, Any]:
+    return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _completion_delta(text: str, finish_reason: str | None, first: bool) -> dict[str, Any]:
+    return _completion_choice(text, finish_reason)
+
+
+CHAT = _Surface(
+    "chatcmpl", "chat.completion", "chat.completion.chunk", parse_chat_request,
+    lambda r: lambda model: model.chat_prompt(r.messages, r.stop),
+    _chat_choice, _chat_delta,
+)
+COMPLETION = _Surface(
+    "cmpl", "text_completion", "text_completion", parse_completion_request,
+    lambda r: lambda model: model.completion_prompt(r.prompt, r.stop),
+    _completion_choice, _completion_delta,
+)
+
+
+async def _serve(request: web.Request, surface: _Surface) -> web.StreamResponse:
+    parsed = parse_body(await read_json(request), surface.parse)
+    request["model"] = parsed.model
+    chunks = run_generation(request, parsed, surface.prompt(parsed))
+    # The first chunk is awaited before anything is sent, so every error that
+    # can happen before generation (unknown model, prompt too long) is still a
+    # proper JSON error with its status code, for streams too.
+    first = await anext(chunks)
+    if parsed.stream:
+        return await _stream(request, surface, parsed, first, chunks)
+    parts, last = [first.text], first
+    async for chunk in chunks:
+        parts.append(chunk.text)
+        last = chunk
+    request["tokens"] = last.completion_tokens
+    return web.json_response({
+        "id": new_id(surface.id_prefix), "object": surface.object_name, "created": now(),
+        "model": parsed.model, "system_fingerprint": FINGERPRINT,
+        "choices": [surface.choice("".join(parts), last.finish_reason)],
+        "usage": usage(last),
+    })
+
+
+async def _stream(request: web.Request, surface: _Surface, parsed: GenerationRequest,
+                  first: Chunk, chunks) -> web.StreamResponse:
+    response = await open_event_stream(request)
+    envelope = {"id": new_id(surface.id_prefix), "object": surface.chunk_object_name,
+                "created": now(), "model": parsed.model, "system_fingerprint": FINGERPRINT}
+    if parsed.include_usage:
+        envelope["usage"] = None
+
+    async def send(chunk: Chunk, is_first: bool) -> None:
+        await send_event(response, {**envelope, "choices": [
+            surface.delta(chunk.text, chunk.finish_reason, is_first)]})
+
+    await send(first, True)
+    last = first
+    async for chunk in chunks:
+        await send(chunk, False)
+        last = chunk
+    request["tokens"] = last.completion_tokens
+    if parsed.include_usage:
+        await send_event(response, {**envelope, "choices": [], "usage": usage(last)})
+    await send_done(response)
+    return response
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, CHAT)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, COMPLETION)
+
+
+def _model_object(alias: str, entry) -> dict[str, Any]:
+    return {"id": alias, "object": "model", "created": int(entry.added_at), "owned_by": "hoshikage"}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    entries = request.app[keys.REGISTRY].entries()
+    return web.json_response({"object": "list",
+                              "data": [_model_object(alias, entries[alias]) for alias in sorted(entries)]})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    alias = request.match_info["model"]
+    entry = request.app[keys.REGISTRY].get(alias)
+    if entry is None:
+        raise APIError(404, f"The model '{alias}' does not exist", param="model", code="model_not_found")
+    return web.json_response(_model_object(alias, entry))
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
+

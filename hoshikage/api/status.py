@@ -1,0 +1,45 @@
+"""Health and the seed's /v1/status: what is loaded, what is queued, when it goes idle."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hoshikage import __version__
+from hoshikage.api import keys
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def status(request: web.Request) -> web.Response:
+    settings = request.app[keys.SETTINGS]
+    activity = request.app[keys.ACTIVITY]
+    models = request.app[keys.POOL].describe()
+    idle_timeout = settings.idle_timeout_seconds
+    idle_for = activity.idle_for()
+    return web.json_response({
+        "status": "ok",
+        "version": __version__,
+        "uptime_seconds": round(activity.uptime(), 1),
+        "loaded_models": models,
+        "registered_models": sorted(request.app[keys.REGISTRY].entries()),
+        "queue": {
+            "in_flight_requests": activity.in_flight,
+            "running": sum(model["running"] for model in models),
+            "waiting": sum(model["waiting"] for model in models),
+        },
+        "requests_served": activity.served,
+        "idle": {
+            "timeout_seconds": idle_timeout,
+            "idle_seconds": round(idle_for, 1),
+            # Seconds until models are released; null while a request runs or when disabled.
+            "release_in_seconds": (round(max(0.0, idle_timeout - idle_for), 1)
+                                   if idle_timeout and not activity.in_flight else None),
+        },
+    })
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/status", status)

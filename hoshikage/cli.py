@@ -1,0 +1,165 @@
+"""``hoshikage serve|add|remove|list|show``: the command line.
+
+Errors a person can fix (a bad config value, a file that is not GGUF, an
+unknown alias) are one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hoshikage import __version__
+from hoshikage.config import ConfigError, Settings, load_settings
+from hoshikage.gguf_meta import GGUFError
+from hoshikage.registry import Registry, RegistryError
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hoshikage", description="Local GGUF models behind an OpenAI-compatible API.")
+    parser.add_argument("--version", action="version", version=f"hoshikage {__version__}")
+    parser.add_argument("--config", type=Path, help="YAML config file (default /etc/hoshikage/hoshikage.yaml)")
+    parser.add_argument("--state-dir", type=Path, help="registry and model store directory")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the daemon in the foreground")
+    serve.add_argument("--listen", action="append", metavar="ADDR",
+                       help="tcp:HOST:PORT or unix:PATH; repeat for several (ignored under socket activation)")
+    serve.add_argument("--threads", type=int, help="decode threads per model (default: physical cores)")
+    serve.add_argument("--idle-timeout", type=int, dest="idle_timeout_seconds", metavar="SECONDS",
+                       help="release models after this long without requests")
+    serve.add_argument("--log-level", help="debug, info, warning or error")
+    serve.add_argument("--no-embedded-model", dest="embedded_model", action="store_const", const=False,
+                       help="do not register the packaged gemma3-270m model")
+
+    add = commands.add_parser("add", help="register a GGUF model under an alias")
+    add.add_argument("path", type=Path)
+    add.add_argument("alias")
+    add.add_argument("--ctx", type=int, help="context length (default: the daemon's context_length)")
+    add.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1: all)")
+    add.add_argument("--chat-format", help="jinja (the GGUF's template), gemma, chatml or llama-3")
+    add.add_argument("--import", dest="import_file", action="store_true",
+                     help="copy the file into the state directory (needed for files under /home or /tmp)")
+    add.add_argument("--replace", action="store_true", help="overwrite an existing alias")
+
+    remove = commands.add_parser("remove", aliases=["rm"], help="forget a model")
+    remove.add_argument("alias")
+    commands.add_parser("list", aliases=["ls"], help="list registered models")
+    show = commands.add_parser("show", help="show one model's details")
+    show.add_argument("alias")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags = {"state_dir": args.state_dir}
+    if args.command == "serve":
+        flags.update(listen=args.listen, threads=args.threads, log_level=args.log_level,
+                     idle_timeout_seconds=args.idle_timeout_seconds, embedded_model=args.embedded_model)
+    try:
+        settings = load_settings(config_file=args.config, flags=flags)
+    except ConfigError as error:
+        print(f"hoshikage: config error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return COMMANDS[args.command](settings, args)
+    except (RegistryError, GGUFError) as error:
+        print(f"hoshikage: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _serve(settings: Settings, args) -> int:
+    from hoshikage.daemon import serve
+    from hoshikage.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    return serve(settings)
+
+
+def _add(settings: Settings, args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from hoshikage.model_files import hidden_from_service, register_model
+
+    console = Console(stderr=True)
+    registry = Registry(settings.registry_file)
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("importing", total=None)
+        entry = register_model(
+            settings, registry, args.path, args.alias, context_length=args.ctx,
+            gpu_layers=args.gpu_layers, chat_format=args.chat_format,
+            import_file=args.import_file, replace=args.replace,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    gguf = entry.gguf
+    console.print(f"[green]added[/green] {entry.alias}: {gguf['architecture']} "
+                  f"{_params(gguf['parameters'])} {gguf['quantization']}, {entry.path}")
+    if not entry.imported and hidden_from_service(Path(entry.path)):
+        console.print(f"[yellow]warning:[/yellow] the systemd service cannot read {entry.path} "
+                      "(ProtectHome/PrivateTmp); use --import to copy it into the state directory")
+    return 0
+
+
+def _remove(settings: Settings, args) -> int:
+    from hoshikage.model_files import remove_model
+
+    entry = remove_model(settings, Registry(settings.registry_file), args.alias)
+    print(f"removed {entry.alias}")
+    return 0
+
+
+def _list(settings: Settings, args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    entries = Registry(settings.registry_file).entries()
+    table = Table("alias", "architecture", "parameters", "quant", "context", "size", "path")
+    for alias in sorted(entries):
+        entry, gguf = entries[alias], entries[alias].gguf
+        table.add_row(alias, gguf.get("architecture", "?"), _params(gguf.get("parameters")),
+                      gguf.get("quantization", "?"),
+                      str(entry.context_length or settings.context_length),
+                      _size(gguf.get("size_bytes")), entry.path)
+    Console().print(table if entries else "no models registered; add one with: hoshikage add PATH ALIAS")
+    return 0
+
+
+def _show(settings: Settings, args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    entry = Registry(settings.registry_file).get(args.alias)
+    if entry is None:
+        raise RegistryError(f"no model is registered as {args.alias!r}")
+    table = Table(show_header=False, box=None)
+    rows = {
+        "alias": entry.alias, "path": entry.path, "imported": str(entry.imported),
+        "context length": str(entry.context_length or f"{settings.context_length} (default)"),
+        "gpu layers": str(entry.gpu_layers if entry.gpu_layers is not None else f"{settings.gpu_layers} (default)"),
+        "chat format": entry.chat_format or "from GGUF template or architecture",
+        **{f"gguf {key.replace('_', ' ')}": str(value) for key, value in entry.gguf.items()},
+    }
+    for key, value in rows.items():
+        table.add_row(f"[bold]{key}[/bold]", value)
+    Console().print(table)
+    return 0
+
+
+def _params(count: int | None) -> str:
+    if not count:
+        return "?"
+    return f"{count / 1e9:.1f}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
+
+
+def _size(size: int | None) -> str:
+    return f"{size / 2**20:.0f} MiB" if size else "?"
+
+
+COMMANDS = {"serve": _serve, "add": _add, "remove": _remove, "rm": _remove, "list": _list,
+            "ls": _list, "show": _show}

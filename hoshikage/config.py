@@ -1,0 +1,300 @@
+"""One Settings object, built from: defaults < YAML files < environment < CLI flags.
+
+Every option is declared once in OPTIONS with its type, default, and the
+environment names it answers to: ``HOSHIKAGE_<NAME>`` always, plus the seed
+README's names (``IDLE_TIMEOUT_SECONDS``, ``RAMDISK_PATH``, ...) as aliases so
+an existing ``.env`` keeps working. A bad value anywhere is a ConfigError whose
+message is one line naming the key, where it came from, and why it is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_FILE = Path("/etc/hoshikage/hoshikage.yaml")
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; str() is the one line to show the admin."""
+
+
+def _positive_int(value: Any) -> int:
+    number = _int(value)
+    if number < 1:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _non_negative_int(value: Any) -> int:
+    number = _int(value)
+    if number < 0:
+        raise ValueError("must be zero or a positive integer")
+    return number
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    raise ValueError("must be an integer")
+
+
+def _positive_number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number") from None
+    if not number > 0:
+        raise ValueError("must be greater than zero")
+    return number
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _path(value: Any) -> Path:
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ValueError("must be a non-empty path")
+    return Path(value).expanduser()
+
+
+def _optional_path(value: Any) -> Path | None:
+    return None if value in (None, "") else _path(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value in (None, "") else _text(value)
+
+
+def _listen_list(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError("must be a list of tcp:HOST:PORT or unix:PATH")
+    result = []
+    for item in items:
+        item = str(item).strip()
+        parse_listen_address(item)  # raises ValueError with the reason
+        result.append(item)
+    return tuple(result)
+
+
+def _log_level(value: Any) -> str:
+    level = str(value).strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be one of debug, info, warning, error")
+    return level
+
+
+def parse_listen_address(text: str) -> tuple[str, str, int | None]:
+    """``tcp:HOST:PORT`` or ``unix:PATH`` -> (kind, host_or_path, port)."""
+    kind, _, rest = text.partition(":")
+    if kind == "unix" and rest:
+        return "unix", rest, None
+    if kind == "tcp":
+        host, _, port = rest.rpartition(":")
+        host = host.strip("[]")
+        if host and port.isdigit() and 0 <= int(port) <= 65535:
+            return "tcp", host, int(port)
+    raise ValueError(f"{text!r} is not tcp:HOST:PORT or unix:PATH")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Callable[[Any], Any]
+    default: Callable[[], Any]
+    help: str
+    seed_env: tuple[str, ...] = ()
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return ("HOSHIKAGE_" + self.name.upper(), *self.seed_env)
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= tells us where we may write; a person running
+    # the daemon by hand gets a per-user directory instead of needing root.
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/hoshikage")
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "hoshikage"
+
+
+def _default_threads() -> int:
+    from hoshikage.hardware import physical_core_count
+
+    return physical_core_count()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("listen", _listen_list, lambda: ("tcp:127.0.0.1:8000",),
+           "addresses to bind when systemd passes no sockets"),
+    Option("state_dir", _path, _default_state_dir,
+           "where the registry, imported models and memory live"),
+    Option("model_map_file", _optional_path, lambda: None,
+           "model registry file (default: STATE_DIR/models.json)", ("MODEL_MAP_FILE",)),
+    Option("idle_timeout_seconds", _non_negative_int, lambda: 300,
+           "seconds without requests before models are released (0: never)",
+           ("IDLE_TIMEOUT_SECONDS",)),
+    Option("great_timeout", _non_negative_int, lambda: 60,
+           "minutes without use before the RAM disk is released", ("GREAT_TIMEOUT",)),
+    Option("ramdisk_path", _path, lambda: Path("/mnt/temp/hoshikage"),
+           "mount point of the tmpfs that holds hot models", ("RAMDISK_PATH",)),
+    Option("ramdisk_size", _positive_number, lambda: 12.0,
+           "size of the RAM disk in GiB", ("RAMDISK_SIZE",)),
+    Option("chroma_path", _optional_path, lambda: None,
+           "ChromaDB directory (default: STATE_DIR/chroma)", ("CHROMA_PATH",)),
+    Option("sentence_bert_model", _text, lambda: "cl-nagoya/ruri-small-v2",
+           "embedding model for conversation memory", ("SENTENCE_BERT_MODEL",)),
+    Option("cluster_divisor", _positive_int, lambda: 100,
+           "messages per cluster when summarising", ("CLUSTER_DIVISOR",)),
+    Option("min_clusters", _positive_int, lambda: 1, "fewest summary clusters", ("MIN_CLUSTERS",)),
+    Option("max_clusters", _positive_int, lambda: 20, "most summary clusters", ("MAX_CLUSTERS",)),
+    Option("threads", _positive_int, _default_threads,
+           "decode threads per model (default: physical cores)"),
+    Option("context_length", _positive_int, lambda: 4096,
+           "context window for models registered without --ctx"),
+    Option("gpu_layers", _int, lambda: 0,
+           "layers to offload for models registered without --gpu-layers (-1: all)"),
+    Option("max_body_bytes", _positive_int, lambda: 8 * 1024 * 1024,
+           "largest request body accepted (413 beyond it)"),
+    Option("embedded_model", _bool, lambda: True,
+           "register the packaged gemma3-270m model on start when it is installed"),
+    Option("log_level", _log_level, lambda: "INFO", "debug, info, warning or error"),
+)
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    listen: tuple[str, ...]
+    state_dir: Path
+    model_map_file: Path | None
+    idle_timeout_seconds: int
+    great_timeout: int
+    ramdisk_path: Path
+    ramdisk_size: float
+    chroma_path: Path | None
+    sentence_bert_model: str
+    cluster_divisor: int
+    min_clusters: int
+    max_clusters: int
+    threads: int
+    context_length: int
+    gpu_layers: int
+    max_body_bytes: int
+    embedded_model: bool
+    log_level: str
+
+    @property
+    def registry_file(self) -> Path:
+        return self.model_map_file or self.state_dir / "models.json"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.state_dir / "models"
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge every layer into Settings, or raise ConfigError naming the bad key."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, tuple[Any, str]] = {}
+
+    explicit_file = config_file or _env_path(environ, "HOSHIKAGE_CONFIG")
+    for path in _config_files(explicit_file or DEFAULT_CONFIG_FILE, required=explicit_file is not None):
+        for key, value in _read_yaml(path).items():
+            if key not in OPTIONS_BY_NAME:
+                raise ConfigError(f"{path}: unknown key {key!r}")
+            raw[key] = (value, str(path))
+
+    for option in OPTIONS:
+        # The HOSHIKAGE_ name wins over the seed's alias when both are set.
+        env_name = next((name for name in option.env_names if name in environ), None)
+        if env_name is not None:
+            raw[option.name] = (environ[env_name], f"environment {env_name}")
+
+    for key, value in (flags or {}).items():
+        if value is not None:
+            raw[key] = (value, "command line")
+
+    values = {}
+    for option in OPTIONS:
+        if option.name in raw:
+            value, source = raw[option.name]
+            try:
+                values[option.name] = option.parse(value)
+            except ValueError as error:
+                raise ConfigError(f"{option.name}: {error} (got {value!r} from {source})") from None
+        else:
+            values[option.name] = option.default()
+    if values["min_clusters"] > values["max_clusters"]:
+        raise ConfigError(
+            f"min_clusters: must not exceed max_clusters "
+            f"({values['min_clusters']} > {values['max_clusters']})"
+        )
+    return Settings(**values)
+
+
+def _env_path(environ: Mapping[str, str], name: str) -> Path | None:
+    return Path(environ[name]) if environ.get(name) else None
+
+
+def _config_files(main_file: Path, *, required: bool) -> list[Path]:
+    """The main YAML file, then ``conf.d/*.yaml`` beside it in name order."""
+    files = []
+    if main_file.is_file():
+        files.append(main_file)
+    elif required:
+        raise ConfigError(f"config file {main_file} does not exist")
+    drop_in_dir = main_file.parent / "conf.d"
+    if drop_in_dir.is_dir():
+        files.extend(sorted(drop_in_dir.glob("*.yaml")))
+    return files
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: must be a mapping of key: value")
+    return document

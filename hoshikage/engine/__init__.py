@@ -1,0 +1,1 @@
+"""Inference: models, scheduling and token streams, kept apart from HTTP."""

@@ -1,0 +1,103 @@
+"""Which models are in memory: load on first use, reload on change, release when idle."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+
+from hoshikage.engine.llama import LoadedModel, LoadOptions
+from hoshikage.engine.scheduler import ModelScheduler
+from hoshikage.registry import ModelEntry, Registry
+
+log = logging.getLogger("hoshikage.models")
+
+
+class UnknownModel(Exception):
+    def __init__(self, alias: str):
+        super().__init__(alias)
+        self.alias = alias
+
+
+@dataclasses.dataclass
+class _Slot:
+    scheduler: ModelScheduler
+    last_used: float
+
+
+class ModelPool:
+    def __init__(self, registry: Registry, options: LoadOptions):
+        self.registry = registry
+        self.options = options
+        self._slots: dict[str, _Slot] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
+
+    async def scheduler_for(self, alias: str) -> ModelScheduler:
+        """The scheduler of ALIAS, loading (or reloading a changed) model first."""
+        entry = self.registry.get(alias)
+        if entry is None:
+            raise UnknownModel(alias)
+        lock = self._loading.setdefault(alias, asyncio.Lock())
+        async with lock:
+            slot = self._slots.get(alias)
+            if slot is not None and slot.scheduler.model.entry != entry and not slot.scheduler.busy:
+                log.info("model %s changed in the registry; reloading", alias, extra={"MODEL": alias})
+                await self._unload(alias)
+                slot = None
+            if slot is None:
+                slot = _Slot(await self._load(entry), time.monotonic())
+                self._slots[alias] = slot
+            slot.last_used = time.monotonic()
+            return slot.scheduler
+
+    async def _load(self, entry: ModelEntry) -> ModelScheduler:
+        log.info("loading model %s from %s", entry.alias, entry.path, extra={"MODEL": entry.alias})
+        model = await asyncio.to_thread(LoadedModel.load, entry, self.options)
+        log.info("model %s loaded (%.0f MiB) in %.2f s", entry.alias, model.file_size / 2**20,
+                 model.load_seconds, extra={"MODEL": entry.alias})
+        return ModelScheduler(model)
+
+    async def _unload(self, alias: str) -> None:
+        slot = self._slots.pop(alias)
+        await slot.scheduler.close()
+        log.info("model %s unloaded", alias, extra={"MODEL": alias})
+
+    def touch(self, alias: str) -> None:
+        if alias in self._slots:
+            self._slots[alias].last_used = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        return any(slot.scheduler.busy for slot in self._slots.values())
+
+    async def unload_idle(self, idle_seconds: float) -> None:
+        """Release every model unused for IDLE_SECONDS, or no longer registered."""
+        now = time.monotonic()
+        registered = self.registry.entries()
+        for alias, slot in list(self._slots.items()):
+            if slot.scheduler.busy:
+                continue
+            if alias not in registered or now - slot.last_used >= idle_seconds:
+                await self._unload(alias)
+
+    async def close(self) -> None:
+        for alias in list(self._slots):
+            await self._unload(alias)
+
+    def describe(self) -> list[dict]:
+        now = time.monotonic()
+        return [
+            {
+                "model": alias,
+                "path": slot.scheduler.model.entry.path,
+                "size_bytes": slot.scheduler.model.file_size,
+                "context_length": slot.scheduler.model.context_length,
+                "chat_format": slot.scheduler.model.formatter.name,
+                "load_seconds": round(slot.scheduler.model.load_seconds, 3),
+                "idle_seconds": round(now - slot.last_used, 1),
+                "running": slot.scheduler.running,
+                "waiting": slot.scheduler.waiting,
+            }
+            for alias, slot in self._slots.items()
+        ]

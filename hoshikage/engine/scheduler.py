@@ -1,0 +1,97 @@
+"""Run generation jobs for one model, in order, off the event loop.
+
+Each loaded model has one worker thread; jobs wait in FIFO order and never
+interrupt one another (llama-cpp-python's own server cuts off the running
+stream when a new one arrives). The surface is deliberately the one a batching
+scheduler needs too: ``submit`` returns a TokenStream that the caller iterates
+and may ``cancel``; how jobs share the model is this module's business alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import AsyncIterator
+
+from hoshikage.engine.llama import Chunk, LoadedModel, Prompt
+from hoshikage.engine.sampling import SamplingParams
+
+log = logging.getLogger("hoshikage.scheduler")
+
+
+class GenerationFailed(Exception):
+    """The engine raised while generating; the request ends with a server error."""
+
+
+class TokenStream:
+    """Chunks of one job, as they are generated, for the event loop to consume."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self.finished = False
+
+    def cancel(self) -> None:
+        """Stop generating at the next token; safe to call at any time, twice."""
+        self.cancelled.set()
+
+    # Called from the worker thread.
+    def put_threadsafe(self, item: Chunk | BaseException) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        while not self.finished:
+            item = await self._queue.get()
+            if isinstance(item, BaseException):
+                self.finished = True
+                raise GenerationFailed(str(item)) from item
+            if item.finish_reason is not None:
+                self.finished = True
+            yield item
+
+
+class ModelScheduler:
+    def __init__(self, model: LoadedModel):
+        self.model = model
+        self.waiting = 0
+        self.running = 0
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"model-{model.entry.alias}")
+
+    @property
+    def busy(self) -> bool:
+        return self.waiting + self.running > 0
+
+    def submit(self, prompt: Prompt, sampling: SamplingParams, max_tokens: int | None) -> TokenStream:
+        loop = asyncio.get_running_loop()
+        stream = TokenStream(loop)
+        self.waiting += 1
+        future = loop.run_in_executor(self._executor, self._run, loop, stream, prompt, sampling, max_tokens)
+        future.add_done_callback(self._job_done)
+        return stream
+
+    def _run(self, loop, stream: TokenStream, prompt, sampling, max_tokens) -> None:
+        loop.call_soon_threadsafe(self._job_started)
+        if stream.cancelled.is_set():  # the client left while it waited its turn
+            stream.put_threadsafe(Chunk("", "cancelled", len(prompt.tokens), 0))
+            return
+        try:
+            self.model.generate(prompt, sampling, max_tokens, stream.cancelled, stream.put_threadsafe)
+        except Exception as error:  # noqa: BLE001 - reported to the request, logged here
+            log.exception("generation failed on %s", self.model.entry.alias)
+            stream.put_threadsafe(error)
+
+    def _job_started(self) -> None:
+        self.waiting -= 1
+        self.running += 1
+
+    def _job_done(self, future: asyncio.Future) -> None:
+        self.running -= 1
+
+    async def close(self) -> None:
+        """Wait for the worker to finish its jobs, then free the model."""
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        self.model.close()

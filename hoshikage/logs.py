@@ -1,0 +1,45 @@
+"""Logging: structured journal entries under systemd, readable lines elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# Fields passed with ``extra=`` that should also show on a terminal.
+_SHOWN_FIELDS = ("REQUEST_ID", "MODEL", "TOKENS")
+
+
+def stderr_is_journal() -> bool:
+    """systemd sets JOURNAL_STREAM to stderr's dev:ino when stderr goes to the journal."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        stat = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{stat.st_dev}:{stat.st_ino}"
+
+
+class _ReadableFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = [f"{name.lower()}={getattr(record, name)}" for name in _SHOWN_FIELDS
+                  if getattr(record, name, "") not in ("", None)]
+        return f"{line} [{' '.join(fields)}]" if fields else line
+
+
+def setup_logging(level: str) -> None:
+    root = logging.getLogger()
+    root.handlers.clear()
+    if stderr_is_journal():
+        from systemd.journal import JournalHandler
+
+        handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER="hoshikage")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_ReadableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    # aiohttp's access log would duplicate our own per-request line.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

