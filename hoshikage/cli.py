@@ -82,27 +82,30 @@ def _serve(settings: Settings, args) -> int:
 
 def _add(settings: Settings, args) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from hoshikage.model_files import hidden_from_service, register_model
 
     console = Console(stderr=True)
+    options = dict(context_length=args.ctx, gpu_layers=args.gpu_layers, chat_format=args.chat_format,
+                   import_file=args.import_file, replace=args.replace)
     registry = Registry(settings.registry_file)
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("importing", total=None)
-        entry = register_model(
-            settings, registry, args.path, args.alias, context_length=args.ctx,
-            gpu_layers=args.gpu_layers, chat_format=args.chat_format,
-            import_file=args.import_file, replace=args.replace,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    if args.import_file:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), console=console, transient=True) as progress:
+            task = progress.add_task("importing", total=None)
+            entry = register_model(settings, registry, args.path, args.alias, **options,
+                                   progress=lambda done, total: progress.update(task, completed=done, total=total))
+    else:
+        entry = register_model(settings, registry, args.path, args.alias, **options)
     gguf = entry.gguf
     console.print(f"[green]added[/green] {entry.alias}: {gguf['architecture']} "
-                  f"{_params(gguf['parameters'])} {gguf['quantization']}, {entry.path}")
+                  f"{_params(gguf['parameters'])} {gguf['quantization']}, {entry.path}", soft_wrap=True)
     if not entry.imported and hidden_from_service(Path(entry.path)):
         console.print(f"[yellow]warning:[/yellow] the systemd service cannot read {entry.path} "
-                      "(ProtectHome/PrivateTmp); use --import to copy it into the state directory")
+                      "(ProtectHome/PrivateTmp); use --import to copy it into the state directory",
+                      soft_wrap=True)
     return 0
 
 
@@ -119,7 +122,8 @@ def _list(settings: Settings, args) -> int:
     from rich.table import Table
 
     entries = Registry(settings.registry_file).entries()
-    table = Table("alias", "architecture", "parameters", "quant", "context", "size", "path")
+    table = Table("alias", "architecture", "parameters", "quant", "context", "size")
+    table.add_column("path", overflow="fold")
     for alias in sorted(entries):
         entry, gguf = entries[alias], entries[alias].gguf
         table.add_row(alias, gguf.get("architecture", "?"), _params(gguf.get("parameters")),

@@ -181,6 +181,8 @@ OPTIONS: tuple[Option, ...] = (
            "context window for models registered without --ctx"),
     Option("gpu_layers", _int, lambda: 0,
            "layers to offload for models registered without --gpu-layers (-1: all)"),
+    Option("prompt_cache_min_tokens", _non_negative_int, lambda: 256,
+           "reuse the KV cache of a shared prompt prefix at least this long"),
     Option("max_body_bytes", _positive_int, lambda: 8 * 1024 * 1024,
            "largest request body accepted (413 beyond it)"),
     Option("embedded_model", _bool, lambda: True,
@@ -207,6 +209,7 @@ class Settings:
     threads: int
     context_length: int
     gpu_layers: int
+    prompt_cache_min_tokens: int
     max_body_bytes: int
     embedded_model: bool
     log_level: str

@@ -32,7 +32,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[keys.REGISTRY] = registry
     app[keys.ACTIVITY] = Activity()
     app[keys.POOL] = ModelPool(registry, LoadOptions(
-        context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads))
+        context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads,
+        prompt_cache_min_tokens=settings.prompt_cache_min_tokens))
     openai.setup_routes(app)
     status.setup_routes(app)
     app.cleanup_ctx.append(_model_pool_lifetime)

@@ -56,11 +56,14 @@ class LoadOptions:
     context_length: int
     gpu_layers: int
     threads: int
+    prompt_cache_min_tokens: int = 256
 
 
 class LoadedModel:
-    def __init__(self, entry: ModelEntry, llm, formatter: ChatFormatter, load_seconds: float):
+    def __init__(self, entry: ModelEntry, llm, formatter: ChatFormatter, load_seconds: float,
+                 prompt_cache_min_tokens: int = 256):
         self.entry = entry
+        self.prompt_cache_min_tokens = prompt_cache_min_tokens
         self.llm = llm
         self.formatter = formatter
         self.load_seconds = load_seconds
@@ -97,7 +100,7 @@ class LoadedModel:
             bos_token=model.token_get_text(model.token_bos()) if model.token_bos() >= 0 else "",
             eos_token=model.token_get_text(model.token_eos()) if model.token_eos() >= 0 else "",
         )
-        return cls(entry, llm, formatter, time.monotonic() - started)
+        return cls(entry, llm, formatter, time.monotonic() - started, options.prompt_cache_min_tokens)
 
     def close(self) -> None:
         self.llm.close()
@@ -128,6 +131,25 @@ class LoadedModel:
 
     # Generation ------------------------------------------------------------
 
+    def _forget_short_prefix(self, tokens: tuple[int, ...]) -> None:
+        """Keep the KV cache of a shared prompt prefix only when it saves real work.
+
+        llama.cpp's results depend slightly on how tokens are batched: a prompt
+        whose last tokens are evaluated on top of a cached prefix can come out a
+        few ulps different from a fresh evaluation, enough to flip a greedy
+        near-tie. Short prompts are cheap to evaluate afresh, so they always are,
+        and the same request with the same seed gives the same text; long
+        conversations reuse their prefix, trading that guarantee for speed.
+        """
+        cached = self.llm.input_ids[:self.llm.n_tokens]
+        shared = 0
+        for cached_token, token in zip(cached, tokens):
+            if cached_token != token:
+                break
+            shared += 1
+        if shared < self.prompt_cache_min_tokens:
+            self.llm.reset()
+
     def generate(self, prompt: Prompt, sampling: SamplingParams, max_tokens: int | None,
                  cancelled: threading.Event, emit: Callable[[Chunk], None]) -> None:
         """Generate until a stop, EOG token, max_tokens or a full context; emit as it goes."""
@@ -136,6 +158,7 @@ class LoadedModel:
         room = self.context_length - len(prompt.tokens)
         limit = room if max_tokens is None else min(max_tokens, room)
         self.llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
+        self._forget_short_prefix(prompt.tokens)
         assembler = TextAssembler(prompt.stop)
         generated = 0
         finish_reason = "length"

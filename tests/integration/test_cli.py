@@ -1,0 +1,85 @@
+"""The hoshikage command line, run as a user would run it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO, write_tiny_gguf
+
+
+def hoshikage(state_dir, *args, env=None):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "hoshikage", "--state-dir", str(state_dir), *args],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})})
+
+
+def test_add_list_show_remove(tmp_path, gemma_path):
+    added = hoshikage(tmp_path, "add", str(gemma_path), "gem", "--ctx", "1024", "--chat-format", "gemma")
+    assert added.returncode == 0, added.stderr
+    assert "gemma3" in added.stderr and "Q4_K_M" in added.stderr
+    listing = hoshikage(tmp_path, "list")
+    assert "gem" in listing.stdout and "268M" in listing.stdout and "1024" in listing.stdout
+    shown = hoshikage(tmp_path, "show", "gem")
+    assert "Q4_K_M" in shown.stdout and "gemma" in shown.stdout
+    registry = json.loads((tmp_path / "models.json").read_text())
+    assert registry["models"]["gem"]["gguf"]["architecture"] == "gemma3"
+    assert hoshikage(tmp_path, "remove", "gem").returncode == 0
+    assert "no models registered" in hoshikage(tmp_path, "list").stdout
+
+
+def test_non_gguf_is_a_clear_error_and_registry_untouched(tmp_path, gemma_path):
+    assert hoshikage(tmp_path, "add", str(gemma_path), "good").returncode == 0
+    before = (tmp_path / "models.json").read_bytes()
+    not_gguf = tmp_path / "notes.txt"
+    not_gguf.write_text("just text, not a model")
+    for path in (not_gguf, tmp_path / "missing.gguf"):
+        result = hoshikage(tmp_path, "add", str(path), "bad")
+        assert result.returncode == 1
+        assert result.stderr.startswith("hoshikage: ") and len(result.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in result.stderr
+    assert (tmp_path / "models.json").read_bytes() == before
+
+
+def test_unknown_alias_and_bad_chat_format(tmp_path, tiny_gguf):
+    assert "no model is registered as 'ghost'" in hoshikage(tmp_path, "show", "ghost").stderr
+    assert hoshikage(tmp_path, "remove", "ghost").returncode == 1
+    result = hoshikage(tmp_path, "add", str(tiny_gguf), "t", "--chat-format", "klingon")
+    assert result.returncode == 1 and "unknown chat format" in result.stderr
+
+
+def test_concurrent_adds_all_land(tmp_path):
+    models = [write_tiny_gguf(tmp_path / f"m{n}.gguf") for n in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda n: hoshikage(tmp_path, "add", str(models[n]), f"m{n}"), range(6)))
+    assert all(result.returncode == 0 for result in results), [r.stderr for r in results]
+    registry = json.loads((tmp_path / "models.json").read_text())
+    assert sorted(registry["models"]) == [f"m{n}" for n in range(6)]
+
+
+def test_import_copies_into_state_dir_and_remove_deletes_the_copy(tmp_path, tiny_gguf):
+    state = tmp_path / "state"
+    result = hoshikage(state, "add", str(tiny_gguf), "t", "--import")
+    assert result.returncode == 0, result.stderr
+    copy = state / "models" / "tiny.gguf"
+    assert copy.read_bytes() == tiny_gguf.read_bytes()
+    assert json.loads((state / "models.json").read_text())["models"]["t"]["path"] == str(copy)
+    assert hoshikage(state, "remove", "t").returncode == 0
+    assert not copy.exists() and tiny_gguf.exists()
+
+
+def test_warns_when_the_service_cannot_read_the_path(tmp_path, tiny_gguf):
+    result = hoshikage(tmp_path, "add", str(tiny_gguf), "t")  # pytest's tmp_path is under /tmp
+    assert "use --import" in result.stderr
+
+
+def test_config_error_is_one_line_and_exit_2(tmp_path):
+    result = hoshikage(tmp_path, "list", env={"IDLE_TIMEOUT_SECONDS": "soon"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("hoshikage: config error: idle_timeout_seconds: must be an integer "
+                                     "(got 'soon' from environment IDLE_TIMEOUT_SECONDS)")
+    served = hoshikage(tmp_path, "serve", env={"HOSHIKAGE_LISTEN": "nowhere"})
+    assert served.returncode == 2 and "listen:" in served.stderr

@@ -1,0 +1,124 @@
+"""The real OpenAI SDK against a real daemon on the real gemma model, over TCP and unix."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from tests.schema import assert_valid
+
+MESSAGES = [{"role": "user", "content": "Tell me a long story about the stars."}]
+
+
+def test_chat_completion(client):
+    response = client.chat.completions.create(model="gemma", messages=MESSAGES, max_tokens=12,
+                                              temperature=0)
+    choice = response.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content
+    assert choice.finish_reason in {"stop", "length"}
+    assert response.usage.completion_tokens <= 12
+    assert response.usage.prompt_tokens > 5
+    assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
+    assert_valid("CreateChatCompletionResponse", response.model_dump(mode="json", exclude_unset=True))
+
+
+def test_stream_first_chunk_arrives_before_generation_ends(client):
+    started = time.monotonic()
+    arrivals, pieces, finish = [], [], None
+    stream = client.chat.completions.create(model="gemma", messages=MESSAGES, max_tokens=48,
+                                            temperature=0, stream=True)
+    for chunk in stream:
+        arrivals.append(time.monotonic() - started)
+        assert_valid("CreateChatCompletionStreamResponse", chunk.model_dump(mode="json", exclude_unset=True))
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
+    assert finish in {"stop", "length"}
+    assert len(pieces) > 3, "tokens must arrive one by one, not in one buffered block"
+    # The first chunk came while most of the generation was still to do.
+    assert arrivals[0] < arrivals[-1] / 2
+
+
+def test_stream_include_usage(client):
+    chunks = list(client.chat.completions.create(
+        model="gemma", messages=MESSAGES, max_tokens=6, temperature=0, stream=True,
+        stream_options={"include_usage": True}))
+    *content_chunks, usage_chunk = chunks
+    assert usage_chunk.choices == []
+    assert usage_chunk.usage.completion_tokens == 6
+    assert all(chunk.usage is None for chunk in content_chunks)
+    assert content_chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_stream_without_include_usage_has_no_usage_chunk(openai_tcp):
+    chunks = list(openai_tcp.chat.completions.create(
+        model="gemma", messages=MESSAGES, max_tokens=4, temperature=0, stream=True))
+    assert all(chunk.choices for chunk in chunks)
+
+
+@pytest.mark.parametrize("limit_field", ["max_tokens", "max_completion_tokens"])
+def test_token_limits(openai_tcp, limit_field):
+    response = openai_tcp.chat.completions.create(model="gemma", messages=MESSAGES, temperature=0,
+                                                  **{limit_field: 5})
+    assert response.usage.completion_tokens == 5
+    assert response.choices[0].finish_reason == "length"
+
+
+def test_stop_sequence_ends_generation_and_is_not_returned(openai_tcp):
+    reference = openai_tcp.chat.completions.create(model="gemma", messages=MESSAGES, max_tokens=24,
+                                                   temperature=0).choices[0].message.content
+    # Stop at a piece of text we know greedy decoding produces after the start.
+    stop = reference[len(reference) // 2:len(reference) // 2 + 3]
+    assert stop.strip(), f"reference too short to pick a stop sequence: {reference!r}"
+    response = openai_tcp.chat.completions.create(model="gemma", messages=MESSAGES, max_tokens=24,
+                                                  temperature=0, stop=[stop, "never-seen-xyz"])
+    content = response.choices[0].message.content
+    assert response.choices[0].finish_reason == "stop"
+    assert stop not in content
+    assert reference.startswith(content)
+    assert len(content) < len(reference)
+
+
+def test_same_seed_same_text(openai_tcp):
+    def sample(seed):
+        return openai_tcp.chat.completions.create(
+            model="gemma", messages=MESSAGES, max_tokens=20, temperature=1.0, seed=seed,
+        ).choices[0].message.content
+
+    first, second, other = sample(1234), sample(1234), sample(99)
+    assert first == second
+    assert first != other
+
+
+def test_text_parts_and_system_message(openai_tcp):
+    response = openai_tcp.chat.completions.create(model="gemma", max_tokens=4, temperature=0, messages=[
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hi"}]},
+    ])
+    assert response.usage.completion_tokens > 0
+
+
+def test_completions_endpoint(client):
+    response = client.completions.create(model="gemma", prompt="The capital of France is",
+                                         max_tokens=6, temperature=0)
+    assert response.choices[0].text
+    assert response.usage.completion_tokens <= 6
+    assert_valid("CreateCompletionResponse", response.model_dump(mode="json", exclude_unset=True))
+    streamed = "".join(chunk.choices[0].text for chunk in client.completions.create(
+        model="gemma", prompt="The capital of France is", max_tokens=6, temperature=0, stream=True))
+    assert streamed == response.choices[0].text
+
+
+def test_models(client):
+    listing = client.models.list()
+    assert "gemma" in [model.id for model in listing.data]
+    assert client.models.retrieve("gemma").id == "gemma"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("no-such-model")
+    assert caught.value.body["code"] == "model_not_found"
+    assert_valid("Model", client.models.retrieve("gemma").model_dump(mode="json"))
+    assert_valid("ListModelsResponse", listing.model_dump(mode="json"))

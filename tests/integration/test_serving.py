@@ -1,0 +1,76 @@
+"""Concurrency, cancellation and live registry changes on the running daemon."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.conftest import REPO
+
+PROMPT = [{"role": "user", "content": "Write a poem about the night sky."}]
+
+
+def _status(daemon) -> dict:
+    return httpx.get(f"{daemon.base_url}/v1/status", timeout=10).json()
+
+
+def test_concurrent_requests_wait_their_turn_and_are_not_disturbed(openai_tcp):
+    def ask():
+        return openai_tcp.chat.completions.create(model="gemma", messages=PROMPT, max_tokens=16, temperature=0)
+
+    alone = ask()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda _: ask(), range(4)))
+    for response in together:
+        assert response.usage.completion_tokens == alone.usage.completion_tokens
+        assert response.choices[0].message.content == alone.choices[0].message.content
+
+
+def test_disconnect_mid_stream_stops_generation(daemon):
+    body = {"model": "gemma", "messages": PROMPT, "max_tokens": 1500, "temperature": 0, "stream": True}
+    with httpx.Client(base_url=daemon.base_url, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            lines = response.iter_lines()
+            received = [line for line, _ in zip(lines, range(6)) if line.startswith("data:")]
+            assert received
+            assert _status(daemon)["queue"]["running"] == 1
+    # 1500 tokens take ~30 s here; a freed slot is seen long before that.
+    deadline = time.monotonic() + 15
+    while _status(daemon)["queue"]["running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = _status(daemon)
+    assert status["queue"]["running"] == 0
+    assert status["queue"]["in_flight_requests"] == 0
+
+
+def test_status_reports_loaded_model_and_idle_countdown(daemon, openai_tcp):
+    openai_tcp.chat.completions.create(model="gemma", messages=PROMPT, max_tokens=1)
+    status = _status(daemon)
+    loaded = {model["model"]: model for model in status["loaded_models"]}
+    assert loaded["gemma"]["size_bytes"] > 100 * 2**20
+    assert loaded["gemma"]["chat_format"] == "gemma"
+    assert status["idle"]["timeout_seconds"] == 300
+    assert 0 < status["idle"]["release_in_seconds"] <= 300
+    assert httpx.get(f"{daemon.base_url}/health").json() == {"status": "ok"}
+
+
+def _cli(daemon, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hoshikage", "--state-dir", str(daemon.state_dir), *args],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+def test_running_daemon_sees_registry_changes(daemon, gemma_path, openai_tcp):
+    assert _cli(daemon, "add", str(gemma_path), "gemma-live", "--chat-format", "gemma").returncode == 0
+    try:
+        assert "gemma-live" in [model.id for model in openai_tcp.models.list().data]
+        answer = openai_tcp.chat.completions.create(model="gemma-live", messages=PROMPT, max_tokens=2)
+        assert answer.model == "gemma-live"
+    finally:
+        assert _cli(daemon, "remove", "gemma-live").returncode == 0
+    missing = httpx.post(f"{daemon.base_url}/v1/chat/completions", timeout=30,
+                         json={"model": "gemma-live", "messages": PROMPT})
+    assert missing.status_code == 404
