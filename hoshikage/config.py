@@ -275,7 +275,7 @@ def _env_path(environ: Mapping[str, str], name: str) -> Path | None:
 def _config_files(main_file: Path, *, required: bool) -> list[Path]:
     """The main YAML file, then ``conf.d/*.yaml`` beside it in name order."""
     files = []
-    if main_file.is_file():
+    if main_file.exists() and not main_file.is_dir():  # /dev/null counts: "no settings"
         files.append(main_file)
     elif required:
         raise ConfigError(f"config file {main_file} does not exist")

@@ -1,0 +1,140 @@
+"""Start the servers being compared and time streamed completions against them.
+
+Each server runs alone (these machines have 2 cores: two servers side by side
+would measure each other), on the same GGUF, the same thread count and the
+same context size, and is stopped before the next one starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Timing:
+    ttft: float  # seconds from sending the request to the first token
+    decode_tps: float  # tokens per second after the first one
+    tokens: int
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)  # polling a peer we cannot ask for a readiness event
+    raise TimeoutError(f"{url} did not come up")
+
+
+@contextlib.contextmanager
+def running(command: list[str], health_url: str, env: dict | None = None):
+    log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, **(env or {})}, cwd=REPO)
+    try:
+        wait_until_serving(health_url, process)
+        yield process
+    except Exception:
+        print(Path(log.name).read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def hoshikage_server(model: Path, threads: int, ctx: int):
+    port = free_port()
+    state = Path(tempfile.mkdtemp(prefix="bench-hoshikage-"))
+    subprocess.run([sys.executable, "-m", "hoshikage", "--state-dir", str(state), "add", str(model),
+                    "bench", "--ctx", str(ctx), "--chat-format", "gemma"], check=True, capture_output=True)
+    command = [sys.executable, "-m", "hoshikage", "--state-dir", str(state), "serve",
+               "--listen", f"tcp:127.0.0.1:{port}", "--threads", str(threads), "--no-embedded-model",
+               "--log-level", "warning"]
+    return running(command, f"http://127.0.0.1:{port}/health", {"HOSHIKAGE_CONFIG": os.devnull}), port
+
+
+def llama_server(binary: Path, model: Path, threads: int, ctx: int, parallel: int = 1):
+    port = free_port()
+    command = [str(binary), "-m", str(model), "-t", str(threads), "-tb", str(threads),
+               "-c", str(ctx * parallel), "-np", str(parallel), "--port", str(port), "--host", "127.0.0.1"]
+    return running(command, f"http://127.0.0.1:{port}/health"), port
+
+
+def llama_cpp_python_server(model: Path, threads: int, ctx: int):
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "bench",
+               "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(ctx),
+               "--port", str(port), "--host", "127.0.0.1"]
+    return running(command, f"http://127.0.0.1:{port}/v1/models"), port
+
+
+def stream_completion(port: int, prompt: str, max_tokens: int) -> Timing:
+    """One streamed /v1/completions request, timed on the client side."""
+    body = {"model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+            "stream": True, "cache_prompt": False}
+    arrivals: list[float] = []
+    started = time.perf_counter()
+    with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=300) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            if choices[0].get("text"):
+                arrivals.append(time.perf_counter())
+    if len(arrivals) < 2:
+        raise RuntimeError(f"only {len(arrivals)} tokens streamed")
+    return Timing(arrivals[0] - started, (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]), len(arrivals))
+
+
+def in_process(model: Path, threads: int, ctx: int, prompts: list[str], max_tokens: int) -> list[Timing]:
+    """llama-cpp-python called directly: the floor any Python server sits on."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(model), n_ctx=ctx, n_threads=threads, n_threads_batch=threads,
+                          verbose=False)
+    timings = []
+    for prompt in prompts:
+        llm.reset()
+        arrivals = []
+        started = time.perf_counter()
+        for chunk in llm.create_completion(prompt, max_tokens=max_tokens, temperature=0, stream=True):
+            if chunk["choices"][0]["text"]:
+                arrivals.append(time.perf_counter())
+        timings.append(Timing(arrivals[0] - started, (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]),
+                              len(arrivals)))
+    llm.close()
+    return timings
+
+
+def median_timing(timings: list[Timing]) -> Timing:
+    return Timing(statistics.median(t.ttft for t in timings), statistics.median(t.decode_tps for t in timings),
+                  round(statistics.median(t.tokens for t in timings)))
