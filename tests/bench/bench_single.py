@@ -1,8 +1,8 @@
 """Single-stream decode speed and time to first token, Hoshikage against its peers, in one run.
 
-    .venv/bin/python bench/bench_single.py [--runs 5] [--tokens 128]
+    .venv/bin/python tests/bench/bench_single.py [--runs 5] [--tokens 128]
 
-Peers: llama.cpp's llama-server (built by bench/build_llama_server.sh from the
+Peers: llama.cpp's llama-server (built by tests/bench/build_llama_server.sh from the
 llama.cpp tree vendored in the installed llama-cpp-python's sdist), llama-cpp-
 python's own server, and llama-cpp-python in process (no HTTP at all). Every
 server streams /v1/completions with the same prompts, greedy, the same threads
@@ -19,9 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.peers import (Timing, hoshikage_server, in_process, llama_cpp_python_server,  # noqa: E402
+from tests.bench.peers import (Timing, hoshikage_server, in_process, llama_cpp_python_server,  # noqa: E402
                          llama_server, median_timing, stream_completion)
 from hoshikage.hardware import physical_core_count  # noqa: E402
 
