@@ -11,6 +11,7 @@ class Activity:
         self.last_request = self.started
         self.in_flight = 0
         self.served = 0
+        self.draining = False  # set once the daemon stopped accepting to exit
 
     def begin(self) -> None:
         self.in_flight += 1

@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, help="decode threads per model (default: physical cores)")
     serve.add_argument("--idle-timeout", type=int, dest="idle_timeout_seconds", metavar="SECONDS",
                        help="release models after this long without requests")
+    serve.add_argument("--exit-when-idle", action="store_const", const=True,
+                       help="exit after the idle timeout (always on under socket activation)")
     serve.add_argument("--log-level", help="debug, info, warning or error")
     serve.add_argument("--no-embedded-model", dest="embedded_model", action="store_const", const=False,
                        help="do not register the packaged gemma3-270m model")
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     flags = {"state_dir": args.state_dir}
     if args.command == "serve":
         flags.update(listen=args.listen, threads=args.threads, log_level=args.log_level,
-                     idle_timeout_seconds=args.idle_timeout_seconds, embedded_model=args.embedded_model)
+                     idle_timeout_seconds=args.idle_timeout_seconds, embedded_model=args.embedded_model,
+                     exit_when_idle=args.exit_when_idle)
     try:
         settings = load_settings(config_file=args.config, flags=flags)
     except ConfigError as error:

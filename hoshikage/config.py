@@ -183,6 +183,10 @@ OPTIONS: tuple[Option, ...] = (
            "layers to offload for models registered without --gpu-layers (-1: all)"),
     Option("prompt_cache_min_tokens", _non_negative_int, lambda: 256,
            "reuse the KV cache of a shared prompt prefix at least this long"),
+    Option("api_key", _optional_text, lambda: None,
+           "bearer key required on TCP (the unix socket is guarded by its group instead)"),
+    Option("exit_when_idle", _bool, lambda: False,
+           "exit after idle_timeout_seconds instead of only releasing models (on under socket activation)"),
     Option("max_body_bytes", _positive_int, lambda: 8 * 1024 * 1024,
            "largest request body accepted (413 beyond it)"),
     Option("embedded_model", _bool, lambda: True,
@@ -210,6 +214,8 @@ class Settings:
     context_length: int
     gpu_layers: int
     prompt_cache_min_tokens: int
+    api_key: str | None
+    exit_when_idle: bool
     max_body_bytes: int
     embedded_model: bool
     log_level: str

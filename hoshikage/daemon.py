@@ -1,8 +1,9 @@
-"""Process lifecycle: bind or inherit sockets, serve, stop cleanly on a signal."""
+"""Process lifecycle: inherit or bind sockets, serve, exit on a signal or when idle."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -12,13 +13,15 @@ from pathlib import Path
 
 from aiohttp import web
 
-from hoshikage import __version__, systemd
-from hoshikage.api import create_app
+from hoshikage import __version__, lifecycle, systemd
+from hoshikage.api import create_app, keys
 from hoshikage.config import Settings, parse_listen_address
 from hoshikage.model_files import ensure_embedded_model
 from hoshikage.registry import Registry
 
 log = logging.getLogger("hoshikage.daemon")
+
+DEFAULT_KEEPALIVE_SECONDS = 75  # aiohttp's own default
 
 
 def serve(settings: Settings) -> int:
@@ -26,32 +29,61 @@ def serve(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
+    inherited = systemd.inherited_sockets()
+    if inherited:
+        # Socket activation: the point is to run only while needed, so idling ends the process.
+        settings = dataclasses.replace(settings, exit_when_idle=True)
+    log.info("starting hoshikage %s (%s)", __version__,
+             "socket-activated" if inherited else "binding " + ", ".join(settings.listen),
+             extra={"EVENT": "start"})
     registry = Registry(settings.registry_file)
     if settings.embedded_model:
         await _register_embedded_model(settings, registry)
     app = create_app(settings, registry)
+    keepalive = DEFAULT_KEEPALIVE_SECONDS
+    if settings.exit_when_idle and settings.idle_timeout_seconds:
+        # An idle keep-alive connection holds the exit back; never longer than the timeout.
+        keepalive = max(1, min(keepalive, settings.idle_timeout_seconds))
     # handler_cancellation: a client that disconnects cancels its handler, which
     # cancels its generation at the next token instead of running to the end.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=keepalive,
+                           handle_signals=False)
     await runner.setup()
-    sites = _sites(runner, settings)
+    sites = _sites(runner, inherited, settings)
     for site in sites:
         await site.start()
-    log.info("hoshikage %s listening on %s (threads=%d)", __version__,
-             ", ".join(site.name for site in sites), settings.threads)
-    systemd.notify("READY=1", "STATUS=listening, no model loaded yet")
+    log.info("listening on %s (threads=%d, idle timeout %d s%s)", ", ".join(site.name for site in sites),
+             settings.threads, settings.idle_timeout_seconds,
+             ", exits when idle" if settings.exit_when_idle else "")
+    systemd.notify("READY=1", "STATUS=ready, no model loaded yet")
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    reason = await _run_until_exit(runner, sites, app, settings)
 
-    log.info("stopping: signal received")
-    systemd.notify("STOPPING=1", "STATUS=stopping")
+    systemd.notify("STOPPING=1", f"STATUS=stopping: {reason}")
+    if reason == "idle":
+        await lifecycle.drain(runner, app[keys.ACTIVITY], grace_seconds=keepalive)
     await runner.cleanup()  # stops accepting, lets requests finish, frees models
-    log.info("stopped")
+    log.info("exiting: %s after serving %d requests", reason, app[keys.ACTIVITY].served,
+             extra={"EVENT": "exit", "EXIT_REASON": reason})
     return 0
+
+
+async def _run_until_exit(runner: web.AppRunner, sites: list[web.BaseSite], app: web.Application,
+                          settings: Settings) -> str:
+    """Wait for SIGTERM/SIGINT or, when exiting on idle, the idle timeout; return why."""
+    loop = asyncio.get_running_loop()
+    signalled = loop.create_future()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda name=signal.Signals(signum).name:
+                                signalled.done() or signalled.set_result(f"{name} received"))
+    watcher = asyncio.ensure_future(lifecycle.watch(
+        runner, sites, app[keys.ACTIVITY], app[keys.POOL], settings.idle_timeout_seconds,
+        settings.exit_when_idle))
+    done, _ = await asyncio.wait({signalled, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    watcher.cancel()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+    return (signalled if signalled in done else watcher).result()
 
 
 async def _register_embedded_model(settings: Settings, registry: Registry) -> None:
@@ -61,8 +93,7 @@ async def _register_embedded_model(settings: Settings, registry: Registry) -> No
         log.info("embedded model registered as %s (%s)", entry.alias, entry.path, extra={"MODEL": entry.alias})
 
 
-def _sites(runner: web.AppRunner, settings: Settings) -> list[web.BaseSite]:
-    inherited = systemd.inherited_sockets()
+def _sites(runner: web.AppRunner, inherited: list[socket.socket], settings: Settings) -> list[web.BaseSite]:
     if inherited:
         return [web.SockSite(runner, sock) for sock in inherited]
     sites: list[web.BaseSite] = []

@@ -16,8 +16,10 @@ def inherited_sockets() -> list[socket.socket]:
         return []
     from systemd import daemon
 
-    descriptors = daemon.listen_fds(unset_environment=True)
-    os.environ.pop("LISTEN_FDNAMES", None)
+    descriptors = daemon.listen_fds(unset_environment=False)
+    # Unset here, not in C: os.environ would still hand them to child processes.
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
     return [socket.socket(fileno=descriptor) for descriptor in descriptors]
 
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from hoshikage.activity import Activity
 from hoshikage.api import keys, openai, status
+from hoshikage.api.auth import api_key_middleware
 from hoshikage.api.errors import error_middleware
 from hoshikage.config import Settings
 from hoshikage.engine.llama import LoadOptions
@@ -26,7 +27,7 @@ UNTRACKED_PATHS = frozenset({"/health", "/v1/status"})
 
 def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes,
-                          middlewares=[request_log_middleware, error_middleware])
+                          middlewares=[request_log_middleware, error_middleware, api_key_middleware])
     registry = registry or Registry(settings.registry_file)
     app[keys.SETTINGS] = settings
     app[keys.REGISTRY] = registry
@@ -34,6 +35,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[keys.POOL] = ModelPool(registry, LoadOptions(
         context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads,
         prompt_cache_min_tokens=settings.prompt_cache_min_tokens))
+    app.on_response_prepare.append(_add_request_id)
+    app.on_response_prepare.append(_close_when_draining)
     openai.setup_routes(app)
     status.setup_routes(app)
     app.cleanup_ctx.append(_model_pool_lifetime)
@@ -44,7 +47,7 @@ async def _model_pool_lifetime(app: web.Application):
     """Release idle models in the background; free every model on shutdown."""
     settings, pool = app[keys.SETTINGS], app[keys.POOL]
     releaser = None
-    if settings.idle_timeout_seconds:
+    if settings.idle_timeout_seconds and not settings.exit_when_idle:  # else the process exits
         releaser = asyncio.create_task(_release_idle_models(pool, settings.idle_timeout_seconds))
     yield
     if releaser:
@@ -62,10 +65,23 @@ async def _release_idle_models(pool: ModelPool, idle_seconds: int) -> None:
         await pool.unload_idle(idle_seconds)
 
 
+async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    # A signal, not the middleware: streamed responses send their headers early.
+    if "request_id" in request:
+        response.headers["X-Request-Id"] = request["request_id"]
+
+
+async def _close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+    # While exiting, answer what was accepted and let the client reconnect to
+    # the next instance rather than keep this connection alive.
+    if request.app[keys.ACTIVITY].draining:
+        response.force_close()
+
+
 @web.middleware
 async def request_log_middleware(request: web.Request, handler):
     """One structured log line per request; activity tracking for the idle timer."""
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    request_id = request["request_id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
     tracked = request.path not in UNTRACKED_PATHS
     activity = request.app[keys.ACTIVITY]
     started = time.monotonic()
@@ -75,7 +91,6 @@ async def request_log_middleware(request: web.Request, handler):
     try:
         response = await handler(request)
         status_code = response.status
-        response.headers["X-Request-Id"] = request_id
         return response
     finally:
         if tracked:

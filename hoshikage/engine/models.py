@@ -32,6 +32,7 @@ class ModelPool:
         self.options = options
         self._slots: dict[str, _Slot] = {}
         self._loading: dict[str, asyncio.Lock] = {}
+        self.last_event = ""  # the latest load or unload, for a person reading `systemctl status`
 
     async def scheduler_for(self, alias: str) -> ModelScheduler:
         """The scheduler of ALIAS, loading (or reloading a changed) model first."""
@@ -54,13 +55,15 @@ class ModelPool:
     async def _load(self, entry: ModelEntry) -> ModelScheduler:
         log.info("loading model %s from %s", entry.alias, entry.path, extra={"MODEL": entry.alias})
         model = await asyncio.to_thread(LoadedModel.load, entry, self.options)
-        log.info("model %s loaded (%.0f MiB) in %.2f s", entry.alias, model.file_size / 2**20,
-                 model.load_seconds, extra={"MODEL": entry.alias})
+        self.last_event = (f"{entry.alias} loaded ({model.file_size / 2**20:.0f} MiB) "
+                           f"in {model.load_seconds:.1f} s")
+        log.info("model %s", self.last_event, extra={"MODEL": entry.alias})
         return ModelScheduler(model)
 
     async def _unload(self, alias: str) -> None:
         slot = self._slots.pop(alias)
         await slot.scheduler.close()
+        self.last_event = f"{alias} unloaded"
         log.info("model %s unloaded", alias, extra={"MODEL": alias})
 
     def touch(self, alias: str) -> None:
