@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("list", aliases=["ls"], help="list registered models")
     show = commands.add_parser("show", help="show one model's details")
     show.add_argument("alias")
+    commands.add_parser("ramdisk-hold", help=argparse.SUPPRESS)  # run by hoshikage-ramdisk.service
     return parser
 
 
@@ -168,5 +169,17 @@ def _size(size: int | None) -> str:
     return f"{size / 2**20:.0f} MiB" if size else "?"
 
 
+def _ramdisk_hold(settings: Settings, args) -> int:
+    from hoshikage import systemd
+    from hoshikage.engine.ramdisk import hold
+    from hoshikage.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    systemd.notify("READY=1", f"STATUS=holding {settings.ramdisk_path} until "
+                              f"{settings.great_timeout} min without use")
+    hold(settings.ramdisk_path, settings.great_timeout * 60)
+    return 0
+
+
 COMMANDS = {"serve": _serve, "add": _add, "remove": _remove, "rm": _remove, "list": _list,
-            "ls": _list, "show": _show}
+            "ls": _list, "show": _show, "ramdisk-hold": _ramdisk_hold}

@@ -161,8 +161,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("idle_timeout_seconds", _non_negative_int, lambda: 300,
            "seconds without requests before models are released (0: never)",
            ("IDLE_TIMEOUT_SECONDS",)),
-    Option("great_timeout", _non_negative_int, lambda: 60,
-           "minutes without use before the RAM disk is released", ("GREAT_TIMEOUT",)),
+    Option("great_timeout", _positive_number, lambda: 60.0,
+           "minutes without use before the RAM disk is released (fractions allowed)", ("GREAT_TIMEOUT",)),
     Option("ramdisk_path", _path, lambda: Path("/mnt/temp/hoshikage"),
            "mount point of the tmpfs that holds hot models", ("RAMDISK_PATH",)),
     Option("ramdisk_size", _positive_number, lambda: 12.0,
@@ -202,7 +202,7 @@ class Settings:
     state_dir: Path
     model_map_file: Path | None
     idle_timeout_seconds: int
-    great_timeout: int
+    great_timeout: float
     ramdisk_path: Path
     ramdisk_size: float
     chroma_path: Path | None

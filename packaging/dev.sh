@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev build-essential cmake pkg-config libsystemd-dev systemd)
+# systemd-container and debootstrap: the system tests boot a Debian 12 container.
+APT_PACKAGES=(python3 python3-venv python3-dev build-essential cmake pkg-config libsystemd-dev systemd
+              systemd-container debootstrap util-linux)
 
 install_apt_packages() {
   local missing=()

@@ -72,7 +72,8 @@ class LoadedModel:
         self._vocab = llm._model.vocab
 
     @classmethod
-    def load(cls, entry: ModelEntry, options: LoadOptions) -> LoadedModel:
+    def load(cls, entry: ModelEntry, options: LoadOptions, path: Path | None = None) -> LoadedModel:
+        """Load ENTRY, from PATH when given (its copy in the RAM disk)."""
         import llama_cpp
 
         started = time.monotonic()
@@ -80,7 +81,7 @@ class LoadedModel:
             raise ModelLoadError(f"model file for {entry.alias!r} is missing: {entry.path}")
         try:
             llm = llama_cpp.Llama(
-                model_path=entry.path,
+                model_path=str(path or entry.path),
                 n_ctx=entry.context_length or options.context_length,
                 n_gpu_layers=entry.gpu_layers if entry.gpu_layers is not None else options.gpu_layers,
                 n_threads=options.threads,

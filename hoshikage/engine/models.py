@@ -6,7 +6,9 @@ import asyncio
 import dataclasses
 import logging
 import time
+from pathlib import Path
 
+from hoshikage.engine import ramdisk
 from hoshikage.engine.llama import LoadedModel, LoadOptions
 from hoshikage.engine.scheduler import ModelScheduler
 from hoshikage.registry import ModelEntry, Registry
@@ -27,9 +29,10 @@ class _Slot:
 
 
 class ModelPool:
-    def __init__(self, registry: Registry, options: LoadOptions):
+    def __init__(self, registry: Registry, options: LoadOptions, ramdisk_path: Path | None = None):
         self.registry = registry
         self.options = options
+        self.ramdisk_path = ramdisk_path
         self._slots: dict[str, _Slot] = {}
         self._loading: dict[str, asyncio.Lock] = {}
         self.last_event = ""  # the latest load or unload, for a person reading `systemctl status`
@@ -50,15 +53,27 @@ class ModelPool:
                 slot = _Slot(await self._load(entry), time.monotonic())
                 self._slots[alias] = slot
             slot.last_used = time.monotonic()
-            return slot.scheduler
+        if self.ramdisk_path is not None:
+            ramdisk.touch_stamp(self.ramdisk_path)
+        return slot.scheduler
 
     async def _load(self, entry: ModelEntry) -> ModelScheduler:
-        log.info("loading model %s from %s", entry.alias, entry.path, extra={"MODEL": entry.alias})
-        model = await asyncio.to_thread(LoadedModel.load, entry, self.options)
+        path = Path(entry.path)
+        if self.ramdisk_path is not None:
+            path = await asyncio.to_thread(ramdisk.stage, path, self.ramdisk_path,
+                                           lambda done, total: self._staging(entry.alias, done, total))
+        log.info("loading model %s from %s", entry.alias, path, extra={"MODEL": entry.alias})
+        self.last_event = f"loading {entry.alias}"
+        model = await asyncio.to_thread(LoadedModel.load, entry, self.options, path)
         self.last_event = (f"{entry.alias} loaded ({model.file_size / 2**20:.0f} MiB) "
                            f"in {model.load_seconds:.1f} s")
         log.info("model %s", self.last_event, extra={"MODEL": entry.alias})
         return ModelScheduler(model)
+
+    def _staging(self, alias: str, done: int, total: int) -> None:
+        # Called from the staging thread; a str assignment is atomic, and the
+        # STATUS= line picks it up on its next tick.
+        self.last_event = f"staging {alias} into the RAM disk: {100 * done // max(total, 1)}%"
 
     async def _unload(self, alias: str) -> None:
         slot = self._slots.pop(alias)

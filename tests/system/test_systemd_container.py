@@ -1,0 +1,156 @@
+"""Hoshikage under a real systemd: a booted Debian 12 container, installed from this source tree.
+
+Socket activation, the daemon's user, journald fields, idle exit, the RAM disk
+mount and its release, and the sandbox, each checked from outside the
+container the way an admin would check them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+IDLE_TIMEOUT = 8
+GREAT_TIMEOUT_MINUTES = 0.4  # 24 s
+CONFIG = f"""\
+idle_timeout_seconds: {IDLE_TIMEOUT}
+great_timeout: {GREAT_TIMEOUT_MINUTES}
+ramdisk_size: 1
+embedded_model: false
+"""
+
+needs = [tool for tool in ("systemd-nspawn", "debootstrap", "nsenter") if shutil.which(tool) is None]
+if os.geteuid() != 0:
+    needs.append("root")
+pytestmark = pytest.mark.skipif(bool(needs) and os.environ.get("CI") != "true",
+                                reason=f"needs {', '.join(needs)}")
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.25):
+    """Poll state we cannot subscribe to from outside the container, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory) -> Path:
+    """This source tree and its pinned runtime dependencies as wheels (pip's cache makes it quick)."""
+    directory = tmp_path_factory.mktemp("wheels")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(directory),
+                    "--constraint", str(REPO / "packaging" / "requirements-dev.txt"), str(REPO)],
+                   check=True, cwd=REPO)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def container(wheels, gemma_path):
+    from tests.system.container import Container
+
+    machine = Container(binds={REPO: "/src", wheels: "/wheels", gemma_path.parent: "/srv/models"})
+    try:
+        install = machine.run("/src/packaging/install-from-source.sh", "--wheels", "/wheels", check=False)
+        assert install.returncode == 0, install.stdout + install.stderr
+        machine.run("sh", "-c", f"cat > /etc/hoshikage/hoshikage.yaml <<'EOF'\n{CONFIG}EOF")
+        machine.run("systemctl", "daemon-reload")
+        added = machine.run("hoshikage", "add", f"/srv/models/{gemma_path.name}", "gemma",
+                            "--chat-format", "gemma", "--import", check=False)
+        assert added.returncode == 0, added.stderr
+        yield machine
+    finally:
+        machine.stop()
+
+
+def service_state(machine) -> str:
+    return machine.run("systemctl", "is-active", "hoshikage.service", check=False).stdout.strip()
+
+
+def hoshikage_processes(machine) -> list[str]:
+    return machine.run("pgrep", "-u", "hoshikage", "-a", check=False).stdout.split("\n")[:-1]
+
+
+def ramdisk_mounted(machine) -> bool:
+    return machine.run("findmnt", "-n", "/mnt/temp/hoshikage", check=False).returncode == 0
+
+
+def openai_client(machine):
+    import httpx2
+    import openai
+
+    socket_path = machine.path("/run/hoshikage/hoshikage.sock")
+    return openai.OpenAI(base_url="http://hoshikage/v1", api_key="unused", max_retries=0,
+                         http_client=openai.DefaultHttpx2Client(
+                             transport=httpx2.HTTPTransport(uds=str(socket_path))))
+
+
+def test_units_and_socket_activation_lifecycle(container):
+    machine = container
+    machine.run("systemctl", "start", "hoshikage.socket")
+    assert machine.run("systemctl", "is-active", "hoshikage.socket").stdout.strip() == "active"
+    assert service_state(machine) == "inactive"
+    assert hoshikage_processes(machine) == [], "nothing may run before the first connection"
+    socket_stat = machine.path("/run/hoshikage/hoshikage.sock").stat()
+    assert oct(socket_stat.st_mode & 0o777) == "0o660"
+
+    with openai_client(machine) as client:
+        answer = client.chat.completions.create(
+            model="gemma", messages=[{"role": "user", "content": "Hello"}], max_tokens=4)
+    assert answer.usage.completion_tokens == 4
+
+    # The answer came from a process running as the unprivileged user.
+    main_pid = machine.run("systemctl", "show", "-p", "MainPID", "--value", "hoshikage.service").stdout.strip()
+    assert machine.run("ps", "-o", "user=", "-p", main_pid).stdout.strip() == "hoshikage"
+    assert service_state(machine) == "active"
+    status = machine.run("systemctl", "show", "-p", "StatusText", "--value", "hoshikage.service").stdout
+    assert "gemma loaded" in status or "serving" in status or "idle, exits in" in status, status
+
+    # The model was staged into the RAM disk, a tmpfs the daemon owns but did not mount.
+    mount = json.loads(machine.run("findmnt", "-J", "-o", "FSTYPE,OPTIONS", "/mnt/temp/hoshikage").stdout)
+    options = mount["filesystems"][0]["options"]
+    assert mount["filesystems"][0]["fstype"] == "tmpfs"
+    assert {"nosuid", "nodev", "noexec"} <= set(options.split(","))
+    staged = machine.run("sh", "-c", "stat -c '%U %s' /mnt/temp/hoshikage/*.gguf").stdout.split()
+    assert staged[0] == "hoshikage" and int(staged[1]) > 100 * 2**20
+
+    # The sandbox: /etc is read-only for the daemon, even for root inside its namespace.
+    probe = machine.run("nsenter", "-t", main_pid, "-m", "touch", "/etc/hoshikage/probe", check=False)
+    assert probe.returncode != 0 and "Read-only file system" in probe.stderr
+
+    # One journal entry per request, with structured fields.
+    def request_entry():
+        lines = machine.run("journalctl", "-u", "hoshikage.service", "-o", "json", "--no-pager").stdout
+        entries = [json.loads(line) for line in lines.splitlines() if line.strip()]
+        return next((entry for entry in entries if entry.get("REQUEST_ID") and entry.get("TOKENS") == "4"), None)
+
+    entry = wait_for(request_entry, 10, "the request's journal entry")
+    assert entry["MODEL"] == "gemma" and entry["STATUS"] == "200" and int(entry["DURATION_MS"]) > 0
+
+    # Idle: the daemon exits by itself, cleanly, and nothing of it is left.
+    wait_for(lambda: service_state(machine) == "inactive", IDLE_TIMEOUT + 30, "the idle exit")
+    assert hoshikage_processes(machine) == [] or all("ramdisk-hold" in p for p in hoshikage_processes(machine))
+    result = machine.run("systemctl", "show", "-p", "Result", "--value", "hoshikage.service").stdout.strip()
+    assert result == "success"
+    journal = machine.run("journalctl", "-u", "hoshikage.service", "--no-pager").stdout
+    assert "exiting: idle" in journal
+
+    # The RAM disk outlives the daemon, then is released after GREAT_TIMEOUT without use.
+    assert ramdisk_mounted(machine)
+    wait_for(lambda: not ramdisk_mounted(machine), GREAT_TIMEOUT_MINUTES * 60 + 40, "the RAM disk release")
+
+    # The next connection starts everything again.
+    with openai_client(machine) as client:
+        assert client.models.list().data[0].id == "gemma"
+    assert service_state(machine) == "active"
