@@ -8,6 +8,7 @@ each test boots a fresh copy of the pristine tree with systemd-nspawn.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -17,7 +18,8 @@ import time
 from pathlib import Path
 
 SUITE = "bookworm"
-PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "libgomp1", "procps", "util-linux"]
+PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "libgomp1", "procps", "util-linux",
+            "man-db"]
 CLEAN_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"]
 CACHE = Path(os.environ.get("HOSHIKAGE_TEST_CACHE", Path.home() / ".cache" / "hoshikage-test"))
 
@@ -44,13 +46,14 @@ def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
 def pristine_rootfs() -> Path:
     """The cached debootstrap tree, built once (under a lock, for parallel runs)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    rootfs = CACHE / f"rootfs-{SUITE}"
+    # The package list is part of the name: changing it builds a new tree.
+    rootfs = CACHE / f"rootfs-{SUITE}-{hashlib.sha256(' '.join(PACKAGES).encode()).hexdigest()[:12]}"
     with open(CACHE / "rootfs.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (rootfs / ".complete").exists():
             return rootfs
         shutil.rmtree(rootfs, ignore_errors=True)
-        partial = CACHE / f"rootfs-{SUITE}.partial"
+        partial = rootfs.with_name(rootfs.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
                         SUITE, str(partial), apt_mirror()], check=True, stdout=subprocess.DEVNULL)

@@ -96,6 +96,16 @@ def openai_client(machine):
                              transport=httpx2.HTTPTransport(uds=str(socket_path))))
 
 
+def test_units_verify_clean_and_service_is_hardened(container):
+    units = ["/usr/lib/systemd/system/hoshikage.socket", "/usr/lib/systemd/system/hoshikage.service",
+             "/usr/lib/systemd/system/hoshikage-ramdisk.service", "/run/systemd/generator/mnt-temp-hoshikage.mount"]
+    verify = container.run("systemd-analyze", "verify", *units, check=False)
+    assert verify.returncode == 0 and verify.stdout + verify.stderr == "", verify.stdout + verify.stderr
+    security = container.run("systemd-analyze", "security", "--no-pager", "hoshikage.service").stdout
+    score = float(security.rsplit("Overall exposure level for hoshikage.service:", 1)[1].split()[0])
+    assert score <= 2.0, security[-2000:]
+
+
 def test_units_and_socket_activation_lifecycle(container):
     machine = container
     machine.run("systemctl", "start", "hoshikage.socket")
