@@ -10,6 +10,7 @@ systemd.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
@@ -44,19 +45,24 @@ class Activator:
         self._launched.wait(10)
 
     def _spawn(self) -> subprocess.Popen:
-        tcp_fd, unix_fd = self.tcp.fileno(), self.unix.fileno()
+        # Copies far above 3 and 4 first, so placing one cannot overwrite the other.
+        tcp_fd = fcntl.fcntl(self.tcp.fileno(), fcntl.F_DUPFD_CLOEXEC, 100)
+        unix_fd = fcntl.fcntl(self.unix.fileno(), fcntl.F_DUPFD_CLOEXEC, 100)
 
         def place_sockets_at_3_and_4():  # where sd_listen_fds() expects them
             os.dup2(tcp_fd, 3)
             os.dup2(unix_fd, 4)
 
         with self.log_path.open("ab") as log:
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 ["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=2 exec systemd-socket-activate "$@"',
                  "sh", "--fdname=hoshikage", *self.keep_env, *self.command],
                 preexec_fn=place_sockets_at_3_and_4,
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                 close_fds=False)  # fds 3 and 4 must survive; closing the rest is not worth a helper
+        os.close(tcp_fd)
+        os.close(unix_fd)
+        return process
 
     def _supervise(self) -> None:
         while not self._stopping.is_set():
@@ -72,7 +78,7 @@ class Activator:
         if process is None or process.poll() is not None:
             return False
         program = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")[0]
-        return not program.endswith(b"systemd-socket-activate")
+        return Path(program.decode()).name not in {"sh", "systemd-socket-activate"}
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
