@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 SUITE = "bookworm"
@@ -63,12 +64,14 @@ def pristine_rootfs() -> Path:
 
 
 class Container:
-    def __init__(self, binds: dict[Path, str] | None = None):
+    def __init__(self, binds: dict[Path, str] | None = None, private_network: bool = False):
         self.root = Path(tempfile.mkdtemp(prefix="hoshikage-ct-"))
         os.chmod(self.root, 0o755)  # dbus will not start under a 0700 root
         subprocess.run(["cp", "-a", "--reflink=auto", f"{pristine_rootfs()}/.", str(self.root)], check=True)
-        self.machine = self.root.name
+        self.machine = f"hoshikage-{uuid.uuid4().hex[:12]}"  # mkdtemp's names may hold '_'; machine names may not
         args = [f"--bind-ro={host}:{inside}" for host, inside in (binds or {}).items()]
+        if private_network:
+            args.append("--private-network")  # loopback only: nothing can be downloaded
         self.log = open(self.root.parent / f"{self.machine}.console.log", "wb")
         self.process = subprocess.Popen(
             ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--console=pipe",

@@ -1,0 +1,146 @@
+"""The .deb on a clean, booted Debian 12 with no network: install, use, upgrade, remove, purge.
+
+The package is built from this tree (packaging/build-deb.sh, in a copy so the
+checkout stays clean); the OpenAI SDK runs inside the container from the test
+environment's site-packages (same Debian Python), as a user in group
+hoshikage and as one outside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.system.test_systemd_container import pytestmark, wait_for  # noqa: F401 - same requirements
+
+IDLE_TIMEOUT = 5
+CONFIG_EDIT = f"\n# edited by the admin\nidle_timeout_seconds: {IDLE_TIMEOUT}\ngreat_timeout: 0.1\nembedded_model: false\n"
+SITE_PACKAGES = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+CLIENT = """
+import json, sys, openai, httpx2
+how = sys.argv[1]
+if how == "unix":
+    client = openai.OpenAI(base_url="http://hoshikage/v1", api_key="unused", max_retries=0,
+        http_client=openai.DefaultHttpx2Client(transport=httpx2.HTTPTransport(uds="/run/hoshikage/hoshikage.sock")))
+else:
+    client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused", max_retries=0)
+try:
+    answer = client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+    print(json.dumps({"tokens": answer.usage.completion_tokens}))
+except openai.APIConnectionError as error:
+    print(json.dumps({"refused": repr(error.__cause__)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory) -> Path:
+    """Build the package in a copy of the working tree; HOSHIKAGE_DEB names a prebuilt one."""
+    if os.environ.get("HOSHIKAGE_DEB"):
+        return Path(os.environ["HOSHIKAGE_DEB"])
+    tree = tmp_path_factory.mktemp("deb-build") / "hoshikage"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
+                           capture_output=True, text=True).stdout.split()
+    for name in files:
+        source = REPO / name
+        if source.is_file() or source.is_symlink():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, tree / name, follow_symlinks=False)
+    build = subprocess.run(["packaging/build-deb.sh"], cwd=tree, capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    return tree / build.stdout.strip().splitlines()[-1]
+
+
+def repacked_as_upgrade(deb: Path, directory: Path) -> Path:
+    """The same package with a higher version, to exercise the upgrade path of the maintainer scripts."""
+    unpacked = directory / "unpacked"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(unpacked)], check=True)
+    control = unpacked / "DEBIAN" / "control"
+    control.write_text(control.read_text().replace("Version: 0.1.0", "Version: 0.1.0+upgrade1"))
+    upgraded = directory / "hoshikage_0.1.0+upgrade1.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(unpacked), str(upgraded)], check=True,
+                   capture_output=True)
+    return upgraded
+
+
+def as_user(machine, user: str, how: str) -> dict:
+    result = machine.run("runuser", "-u", user, "--", "env", "PYTHONPATH=/sdk", "/usr/bin/python3", "-c",
+                         CLIENT, how, check=False, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def hoshikage_processes(machine) -> str:
+    return machine.run("pgrep", "-u", "hoshikage", "-a", check=False).stdout
+
+
+def test_install_use_upgrade_remove_purge(deb, gemma_path, tmp_path):
+    from tests.system.container import Container
+
+    upgrade = repacked_as_upgrade(deb, tmp_path)
+    machine = Container(binds={deb.parent: "/debs", upgrade.parent: "/upgrade", gemma_path.parent: "/srv/models",
+                               SITE_PACKAGES: "/sdk"}, private_network=True)
+    try:
+        # Install with no network: everything the package needs is in it or in Debian's base.
+        started = time.monotonic()
+        install = machine.run("apt-get", "install", "-y", f"/debs/{deb.name}", check=False)
+        install_seconds = time.monotonic() - started
+        assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+        print(f"\ninstall took {install_seconds:.1f} s; package is {deb.stat().st_size / 2**20:.1f} MiB")
+
+        # The socket is enabled and listening; the service is neither enabled nor running.
+        assert machine.run("systemctl", "is-enabled", "hoshikage.socket").stdout.strip() == "enabled"
+        assert machine.run("systemctl", "is-active", "hoshikage.socket").stdout.strip() == "active"
+        assert machine.run("systemctl", "is-enabled", "hoshikage.service", check=False).stdout.strip() != "enabled"
+        assert hoshikage_processes(machine) == ""
+        assert machine.run("man", "-w", "hoshikage").stdout.strip().endswith("hoshikage.1.gz")
+
+        machine.run("sh", "-c", f"printf '{CONFIG_EDIT}' >> /etc/hoshikage/hoshikage.yaml")
+        machine.run("systemctl", "daemon-reload")
+        added = machine.run("hoshikage", "add", f"/srv/models/{gemma_path.name}", "gemma", "--chat-format", "gemma",
+                            "--import", check=False)
+        assert added.returncode == 0, added.stderr
+        machine.run("useradd", "--create-home", "--groups", "hoshikage", "alice")
+        machine.run("useradd", "--create-home", "bob")
+
+        assert as_user(machine, "alice", "unix") == {"tokens": 3}
+        assert as_user(machine, "alice", "tcp") == {"tokens": 3}
+        refused = as_user(machine, "bob", "unix")
+        assert "Permission denied" in refused.get("refused", ""), refused
+
+        journal = machine.run("journalctl", "-u", "hoshikage.service", "-o", "json", "--no-pager").stdout
+        requests = [entry for entry in map(json.loads, journal.splitlines())
+                    if entry.get("REQUEST_ID") and entry.get("MODEL") == "gemma"]
+        assert len(requests) >= 2, journal[-3000:]
+
+        wait_for(lambda: hoshikage_processes(machine) == "", IDLE_TIMEOUT + 40, "no hoshikage process after idle")
+
+        # Upgrade keeps the registry, the admin's config edit and the imported model.
+        upgraded = machine.run("apt-get", "install", "-y", f"/upgrade/{upgrade.name}", check=False)
+        assert upgraded.returncode == 0, upgraded.stdout[-2000:] + upgraded.stderr[-2000:]
+        assert "# edited by the admin" in machine.run("cat", "/etc/hoshikage/hoshikage.yaml").stdout
+        assert "gemma" in json.loads(machine.run("cat", "/var/lib/hoshikage/models.json").stdout)["models"]
+        assert as_user(machine, "alice", "unix") == {"tokens": 3}
+
+        # remove: units stopped, data and user kept.
+        assert machine.run("apt-get", "remove", "-y", "hoshikage", check=False).returncode == 0
+        assert machine.run("systemctl", "is-active", "hoshikage.socket", check=False).stdout.strip() != "active"
+        assert hoshikage_processes(machine) == ""
+        assert machine.run("test", "-f", "/var/lib/hoshikage/models.json", check=False).returncode == 0
+        assert machine.run("getent", "passwd", "hoshikage", check=False).returncode == 0
+
+        # purge: data and user gone.
+        assert machine.run("apt-get", "purge", "-y", "hoshikage", check=False).returncode == 0
+        assert machine.run("test", "-e", "/var/lib/hoshikage", check=False).returncode != 0
+        assert machine.run("getent", "passwd", "hoshikage", check=False).returncode != 0
+        assert machine.run("test", "-e", "/etc/hoshikage/hoshikage.yaml", check=False).returncode != 0
+    finally:
+        machine.stop()
