@@ -9,9 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# systemd-container and debootstrap: the system tests boot a Debian 12 container.
+# systemd-container and debootstrap: the system tests boot a Debian 12 container;
+# debhelper, dh-virtualenv, dpkg-dev and lintian: they build and check the .deb.
 APT_PACKAGES=(python3 python3-venv python3-dev build-essential cmake pkg-config libsystemd-dev systemd
-              systemd-container debootstrap util-linux)
+              systemd-container debootstrap util-linux debhelper dh-virtualenv dpkg-dev lintian)
 
 install_apt_packages() {
   local missing=()

@@ -59,6 +59,14 @@ def deb(tmp_path_factory) -> Path:
     return tree / build.stdout.strip().splitlines()[-1]
 
 
+def test_lintian_reports_no_errors(deb):
+    if shutil.which("lintian") is None and os.environ.get("CI") != "true":
+        pytest.skip("needs lintian")
+    report = subprocess.run(["lintian", str(deb)], capture_output=True, text=True).stdout
+    errors = [line for line in report.splitlines() if line.startswith("E:")]
+    assert errors == [], "\n".join(errors)
+
+
 def repacked_as_upgrade(deb: Path, directory: Path) -> Path:
     """The same package with a higher version, to exercise the upgrade path of the maintainer scripts."""
     unpacked = directory / "unpacked"
