@@ -183,6 +183,10 @@ OPTIONS: tuple[Option, ...] = (
            "layers to offload for models registered without --gpu-layers (-1: all)"),
     Option("prompt_cache_min_tokens", _non_negative_int, lambda: 256,
            "reuse the KV cache of a shared prompt prefix at least this long"),
+    Option("max_queue", _non_negative_int, lambda: 32,
+           "requests that may wait for a busy model; beyond them 429 with Retry-After"),
+    Option("queue_timeout_seconds", _positive_number, lambda: 300.0,
+           "longest a request waits for its turn before 503 with Retry-After"),
     Option("api_key", _optional_text, lambda: None,
            "bearer key required on TCP (the unix socket is guarded by its group instead)"),
     Option("exit_when_idle", _bool, lambda: False,
@@ -214,6 +218,8 @@ class Settings:
     context_length: int
     gpu_layers: int
     prompt_cache_min_tokens: int
+    max_queue: int
+    queue_timeout_seconds: float
     api_key: str | None
     exit_when_idle: bool
     max_body_bytes: int

@@ -23,9 +23,14 @@ from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.protocol import GenerationRequest
 from hoshikage.engine.llama import Chunk, LoadedModel, ModelLoadError, Prompt, PromptTooLong
 from hoshikage.engine.models import UnknownModel
-from hoshikage.engine.scheduler import GenerationFailed
+from hoshikage.engine.scheduler import GenerationFailed, QueueFull
 
 log = logging.getLogger("hoshikage.api")
+
+# Seconds a client should wait before retrying: a full queue drains in seconds,
+# a queue that timed out is busy for longer.
+RETRY_AFTER_QUEUE_FULL = 2
+RETRY_AFTER_QUEUE_TIMEOUT = 10
 
 
 async def read_json(request: web.Request) -> Any:
@@ -69,8 +74,19 @@ async def run_generation(
             code="context_length_exceeded") from None
     except ValueError as error:  # a chat template's raise_exception, a bad token id
         raise invalid(str(error), param="messages" if hasattr(parsed, "messages") else "prompt") from None
-    stream = scheduler.submit(prompt, parsed.sampling, parsed.max_tokens)
     try:
+        stream = scheduler.submit(prompt, parsed.sampling, parsed.max_tokens)
+    except QueueFull as full:
+        raise APIError(429, f"The model '{parsed.model}' is busy ({full.args[0]} requests waiting); retry shortly",
+                       code="queue_full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)}) from None
+    try:
+        timeout = request.app[keys.SETTINGS].queue_timeout_seconds
+        try:
+            await asyncio.wait_for(stream.started.wait(), timeout)
+        except TimeoutError:
+            raise APIError(503, f"The request waited {timeout:g} s for the model '{parsed.model}' without its "
+                                "turn coming; retry later", code="queue_timeout", error_type="server_error",
+                           headers={"Retry-After": str(RETRY_AFTER_QUEUE_TIMEOUT)}) from None
         async for chunk in stream:
             yield chunk
     except GenerationFailed as error:

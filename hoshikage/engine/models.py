@@ -29,9 +29,11 @@ class _Slot:
 
 
 class ModelPool:
-    def __init__(self, registry: Registry, options: LoadOptions, ramdisk_path: Path | None = None):
+    def __init__(self, registry: Registry, options: LoadOptions, ramdisk_path: Path | None = None,
+                 max_waiting: int = 32):
         self.registry = registry
         self.options = options
+        self.max_waiting = max_waiting
         self.ramdisk_path = ramdisk_path
         self._slots: dict[str, _Slot] = {}
         self._loading: dict[str, asyncio.Lock] = {}
@@ -68,7 +70,7 @@ class ModelPool:
         self.last_event = (f"{entry.alias} loaded ({model.file_size / 2**20:.0f} MiB) "
                            f"in {model.load_seconds:.1f} s")
         log.info("model %s", self.last_event, extra={"MODEL": entry.alias})
-        return ModelScheduler(model)
+        return ModelScheduler(model, self.max_waiting)
 
     def _staging(self, alias: str, done: int, total: int) -> None:
         # Called from the staging thread; a str assignment is atomic, and the

@@ -25,6 +25,10 @@ class GenerationFailed(Exception):
     """The engine raised while generating; the request ends with a server error."""
 
 
+class QueueFull(Exception):
+    """Too many requests already wait for this model; the client should retry later."""
+
+
 class TokenStream:
     """Chunks of one job, as they are generated, for the event loop to consume.
 
@@ -44,6 +48,7 @@ class TokenStream:
         self._queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
         self._consumed = threading.Event()
         self.cancelled = threading.Event()
+        self.started = asyncio.Event()  # the worker took the job out of the queue
         self.finished = False
 
     def cancel(self) -> None:
@@ -71,27 +76,36 @@ class TokenStream:
 
 
 class ModelScheduler:
-    def __init__(self, model: LoadedModel):
+    def __init__(self, model: LoadedModel, max_waiting: int):
         self.model = model
-        self.waiting = 0
+        self.max_waiting = max_waiting
+        self._queued: set[TokenStream] = set()
         self.running = 0
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"model-{model.entry.alias}")
 
     @property
+    def waiting(self) -> int:
+        """Jobs in the queue whose client still waits (a cancelled one is skipped when reached)."""
+        return sum(not stream.cancelled.is_set() for stream in self._queued)
+
+    @property
     def busy(self) -> bool:
-        return self.waiting + self.running > 0
+        return bool(self._queued) or self.running > 0
 
     def submit(self, prompt: Prompt, sampling: SamplingParams, max_tokens: int | None) -> TokenStream:
+        """Queue a job; QueueFull when the model is busy and max_waiting clients already wait."""
+        if self.busy and self.waiting >= self.max_waiting:
+            raise QueueFull(self.waiting)
         loop = asyncio.get_running_loop()
         stream = TokenStream(loop)
-        self.waiting += 1
+        self._queued.add(stream)
         future = loop.run_in_executor(self._executor, self._run, loop, stream, prompt, sampling, max_tokens)
         future.add_done_callback(self._job_done)
         return stream
 
     def _run(self, loop, stream: TokenStream, prompt, sampling, max_tokens) -> None:
-        loop.call_soon_threadsafe(self._job_started)
+        loop.call_soon_threadsafe(self._job_started, stream)
         if stream.cancelled.is_set():  # the client left while it waited its turn
             stream.put_threadsafe(Chunk("", "cancelled", len(prompt.tokens), 0))
             return
@@ -101,8 +115,9 @@ class ModelScheduler:
             log.exception("generation failed on %s", self.model.entry.alias)
             stream.put_threadsafe(error)
 
-    def _job_started(self) -> None:
-        self.waiting -= 1
+    def _job_started(self, stream: TokenStream) -> None:
+        self._queued.discard(stream)
+        stream.started.set()
         self.running += 1
 
     def _job_done(self, future: asyncio.Future) -> None:
