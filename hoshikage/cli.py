@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("list", aliases=["ls"], help="list registered models")
     show = commands.add_parser("show", help="show one model's details")
     show.add_argument("alias")
+    status = commands.add_parser("status", help="what the daemon is doing (never starts it)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser("ramdisk-hold", help=argparse.SUPPRESS)  # run by hoshikage-ramdisk.service
     return parser
 
@@ -169,6 +171,33 @@ def _size(size: int | None) -> str:
     return f"{size / 2**20:.0f} MiB" if size else "?"
 
 
+def _status(settings: Settings, args) -> int:
+    import json
+
+    from rich.console import Console
+
+    from hoshikage.status_query import query
+
+    report = query(settings)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    console = Console()
+    if report["service"] != "active":
+        woken_by = "a connection to hoshikage.socket" if report["managed_by"] == "systemd" else "hoshikage serve"
+        console.print(f"not running; it starts with {woken_by}")
+        return 0
+    daemon = report.get("daemon", {})
+    if report.get("status_text"):
+        console.print(report["status_text"])
+    console.print(f"up {daemon.get('uptime_seconds', 0):.0f} s, {daemon.get('requests_served', 0)} requests served, "
+                  f"queue: {daemon.get('queue', {})}")
+    for model in daemon.get("loaded_models", []):
+        console.print(f"  {model['model']}: {model['size_bytes'] / 2**20:.0f} MiB, context "
+                      f"{model['context_length']}, idle {model['idle_seconds']:.0f} s")
+    return 0
+
+
 def _ramdisk_hold(settings: Settings, args) -> int:
     from hoshikage import systemd
     from hoshikage.engine.ramdisk import hold
@@ -182,4 +211,5 @@ def _ramdisk_hold(settings: Settings, args) -> int:
 
 
 COMMANDS = {"serve": _serve, "add": _add, "remove": _remove, "rm": _remove, "list": _list,
-            "ls": _list, "show": _show, "ramdisk-hold": _ramdisk_hold}
+            "ls": _list, "show": _show, "status": _status,
+            "ramdisk-hold": _ramdisk_hold}

@@ -114,6 +114,9 @@ def test_units_and_socket_activation_lifecycle(container):
     assert hoshikage_processes(machine) == [], "nothing may run before the first connection"
     socket_stat = machine.path("/run/hoshikage/hoshikage.sock").stat()
     assert oct(socket_stat.st_mode & 0o777) == "0o660"
+    # Asking how it is must not wake it.
+    assert "not running" in machine.run("hoshikage", "status").stdout
+    assert service_state(machine) == "inactive"
 
     with openai_client(machine) as client:
         answer = client.chat.completions.create(
@@ -126,6 +129,8 @@ def test_units_and_socket_activation_lifecycle(container):
     assert service_state(machine) == "active"
     status = machine.run("systemctl", "show", "-p", "StatusText", "--value", "hoshikage.service").stdout
     assert "gemma loaded" in status or "serving" in status or "idle, exits in" in status, status
+    report = json.loads(machine.run("hoshikage", "status", "--json").stdout)
+    assert [model["model"] for model in report["daemon"]["loaded_models"]] == ["gemma"]
 
     # The model was staged into the RAM disk, a tmpfs the daemon owns but did not mount.
     mount = json.loads(machine.run("findmnt", "-J", "-o", "FSTYPE,OPTIONS", "/mnt/temp/hoshikage").stdout)
