@@ -74,8 +74,7 @@ async def _run_until_exit(runner: web.AppRunner, sites: list[web.BaseSite], app:
     loop = asyncio.get_running_loop()
     signalled = loop.create_future()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda name=signal.Signals(signum).name:
-                                signalled.done() or signalled.set_result(f"{name} received"))
+        loop.add_signal_handler(signum, _resolve_once, signalled, f"{signal.Signals(signum).name} received")
     watcher = asyncio.ensure_future(lifecycle.watch(
         runner, sites, app[keys.ACTIVITY], app[keys.POOL], settings.idle_timeout_seconds,
         settings.exit_when_idle))
@@ -84,6 +83,11 @@ async def _run_until_exit(runner: web.AppRunner, sites: list[web.BaseSite], app:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(signum)
     return (signalled if signalled in done else watcher).result()
+
+
+def _resolve_once(future: asyncio.Future, value: str) -> None:
+    if not future.done():  # a second signal while stopping changes nothing
+        future.set_result(value)
 
 
 async def _register_embedded_model(settings: Settings, registry: Registry) -> None:

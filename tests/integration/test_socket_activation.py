@@ -54,7 +54,7 @@ def test_no_connection_is_lost_across_idle_boundaries(activator):
     delays = [0.9, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3, 1.5, 1.8, 2.2]
     answered = 0
     requests = 0
-    for round_number in range(2):
+    for _ in range(2):
         for delay in delays:
             time.sleep(delay)  # the delay *is* the experiment: land near each idle exit
             transport = "unix" if (requests % 2) else "tcp"
