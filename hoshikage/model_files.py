@@ -49,7 +49,7 @@ def register_model(
     info = read_gguf_info(source)  # raises GGUFError with the reason
     if registry.get(alias) is not None and not replace:
         raise RegistryError(f"alias {alias!r} is already registered; remove it first or pass --replace")
-    path = copy_into_store(source, settings.models_dir, progress) if import_file else source
+    path = copy_into_store(source, settings.models_dir / f"{alias}.gguf", progress) if import_file else source
     entry = ModelEntry(
         alias=alias,
         path=str(path),
@@ -69,11 +69,13 @@ def hidden_from_service(path: Path) -> bool:
     return any(path == hidden or hidden in path.parents for hidden in HIDDEN_FROM_SERVICE)
 
 
-def copy_into_store(source: Path, models_dir: Path, progress: Progress | None = None) -> Path:
-    """Copy SOURCE into MODELS_DIR under its own name; a partial copy is never visible."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    target = models_dir / source.name
-    if target.exists() and target.stat().st_size == source.stat().st_size and target.samefile(source):
+def copy_into_store(source: Path, target: Path, progress: Progress | None = None) -> Path:
+    """Copy SOURCE to TARGET (named after its alias, so two imports never collide).
+
+    A partial copy is never visible under TARGET's name.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and target.samefile(source):  # re-importing the imported copy itself
         return target
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     total = source.stat().st_size

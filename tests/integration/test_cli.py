@@ -64,7 +64,7 @@ def test_import_copies_into_state_dir_and_remove_deletes_the_copy(tmp_path, tiny
     state = tmp_path / "state"
     result = hoshikage(state, "add", str(tiny_gguf), "t", "--import")
     assert result.returncode == 0, result.stderr
-    copy = state / "models" / "tiny.gguf"
+    copy = state / "models" / "t.gguf"  # named after the alias: two imports never collide
     assert copy.read_bytes() == tiny_gguf.read_bytes()
     assert json.loads((state / "models.json").read_text())["models"]["t"]["path"] == str(copy)
     assert hoshikage(state, "remove", "t").returncode == 0
@@ -83,3 +83,15 @@ def test_config_error_is_one_line_and_exit_2(tmp_path):
                                      "(got 'soon' from environment IDLE_TIMEOUT_SECONDS)")
     served = hoshikage(tmp_path, "serve", env={"HOSHIKAGE_LISTEN": "nowhere"})
     assert served.returncode == 2 and "listen:" in served.stderr
+
+
+def test_two_imports_of_files_with_the_same_name_do_not_collide(tmp_path):
+    first = write_tiny_gguf((tmp_path / "one").mkdir() or tmp_path / "one" / "model.gguf", architecture="llama")
+    second = write_tiny_gguf((tmp_path / "two").mkdir() or tmp_path / "two" / "model.gguf", architecture="qwen2")
+    state = tmp_path / "state"
+    assert hoshikage(state, "add", str(first), "a", "--import").returncode == 0
+    assert hoshikage(state, "add", str(second), "b", "--import").returncode == 0
+    models = json.loads((state / "models.json").read_text())["models"]
+    assert models["a"]["path"] != models["b"]["path"]
+    assert (state / "models" / "a.gguf").read_bytes() == first.read_bytes()
+    assert (state / "models" / "b.gguf").read_bytes() == second.read_bytes()
