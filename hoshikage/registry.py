@@ -128,11 +128,16 @@ class Registry:
     def _locked(self) -> Iterator[dict[str, ModelEntry]]:
         """Yield the current entries under an exclusive lock; write them back on success."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        # Read-only is enough for flock, and works when root created the lock
+        # file and the daemon's user registers the embedded model.
+        lock = os.open(self._lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             models = self._read()
             yield models
             self._write(models)
+        finally:
+            os.close(lock)  # closing releases the lock
         self._cached_identity = None
 
     def _write(self, models: dict[str, ModelEntry]) -> None:
