@@ -181,6 +181,8 @@ OPTIONS: tuple[Option, ...] = (
            "context window for models registered without --ctx"),
     Option("gpu_layers", _int, lambda: 0,
            "layers to offload for models registered without --gpu-layers (-1: all)"),
+    Option("flash_attn", _bool, lambda: True,
+           "flash attention (llama-server's default too; ~9% faster decode on CPU here)"),
     Option("prompt_cache_min_tokens", _non_negative_int, lambda: 256,
            "reuse the KV cache of a shared prompt prefix at least this long"),
     Option("max_queue", _non_negative_int, lambda: 32,
@@ -217,6 +219,7 @@ class Settings:
     threads: int
     context_length: int
     gpu_layers: int
+    flash_attn: bool
     prompt_cache_min_tokens: int
     max_queue: int
     queue_timeout_seconds: float

@@ -34,6 +34,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[keys.ACTIVITY] = Activity()
     app[keys.POOL] = ModelPool(registry, LoadOptions(
         context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads,
+        flash_attn=settings.flash_attn,
         prompt_cache_min_tokens=settings.prompt_cache_min_tokens), settings.ramdisk_path,
         max_waiting=settings.max_queue)
     app.on_response_prepare.append(_add_request_id)

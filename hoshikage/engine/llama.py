@@ -56,6 +56,7 @@ class LoadOptions:
     context_length: int
     gpu_layers: int
     threads: int
+    flash_attn: bool = True
     prompt_cache_min_tokens: int = 256
 
 
@@ -87,6 +88,7 @@ class LoadedModel:
                 n_threads=options.threads,
                 n_threads_batch=options.threads,
                 n_batch=512,
+                flash_attn=options.flash_attn,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as error:
