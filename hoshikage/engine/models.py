@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from hoshikage.engine import ramdisk
-from hoshikage.engine.llama import LoadedModel, LoadOptions
+from hoshikage.engine.llama import LoadedModel, LoadOptions, ModelLoadError
 from hoshikage.engine.scheduler import ModelScheduler
 from hoshikage.registry import ModelEntry, Registry
 
@@ -66,7 +66,11 @@ class ModelPool:
                                            lambda done, total: self._staging(entry.alias, done, total))
         log.info("loading model %s from %s", entry.alias, path, extra={"MODEL": entry.alias})
         self.last_event = f"loading {entry.alias}"
-        model = await asyncio.to_thread(LoadedModel.load, entry, self.options, path)
+        try:
+            model = await asyncio.to_thread(LoadedModel.load, entry, self.options, path)
+        except ModelLoadError:
+            self.last_event = f"{entry.alias} failed to load"
+            raise
         self.last_event = (f"{entry.alias} loaded ({model.file_size / 2**20:.0f} MiB) "
                            f"in {model.load_seconds:.1f} s")
         log.info("model %s", self.last_event, extra={"MODEL": entry.alias})
