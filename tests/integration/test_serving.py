@@ -74,3 +74,20 @@ def test_running_daemon_sees_registry_changes(daemon, gemma_path, openai_tcp):
     missing = httpx.post(f"{daemon.base_url}/v1/chat/completions", timeout=30,
                          json={"model": "gemma-live", "messages": PROMPT})
     assert missing.status_code == 404
+
+
+def test_a_model_that_fails_to_load_is_a_clear_500_and_the_daemon_stays_healthy(daemon, tmp_path, openai_tcp):
+    from tests.conftest import write_tiny_gguf
+
+    broken = write_tiny_gguf(tmp_path / "broken.gguf")  # a valid header, but no usable weights
+    assert _cli(daemon, "add", str(broken), "broken", "--import").returncode == 0
+    try:
+        response = httpx.post(f"{daemon.base_url}/v1/chat/completions", timeout=60,
+                              json={"model": "broken", "messages": PROMPT, "max_tokens": 2})
+        assert response.status_code == 500
+        error = response.json()["error"]
+        assert error["code"] == "model_load_failed" and "broken" in error["message"]
+    finally:
+        _cli(daemon, "remove", "broken")
+    assert openai_tcp.chat.completions.create(model="gemma", messages=PROMPT, max_tokens=2).usage.completion_tokens
+    assert daemon.process.poll() is None
