@@ -185,6 +185,8 @@ OPTIONS: tuple[Option, ...] = (
            "flash attention (llama-server's default too; ~9% faster decode on CPU here)"),
     Option("prompt_cache_min_tokens", _non_negative_int, lambda: 256,
            "reuse the KV cache of a shared prompt prefix at least this long"),
+    Option("memory_budget_mib", _non_negative_int, lambda: 0,
+           "memory all loaded models may take together (0: three quarters of RAM)"),
     Option("max_queue", _non_negative_int, lambda: 32,
            "requests that may wait for a busy model; beyond them 429 with Retry-After"),
     Option("queue_timeout_seconds", _positive_number, lambda: 300.0,
@@ -221,6 +223,7 @@ class Settings:
     gpu_layers: int
     flash_attn: bool
     prompt_cache_min_tokens: int
+    memory_budget_mib: int
     max_queue: int
     queue_timeout_seconds: float
     api_key: str | None

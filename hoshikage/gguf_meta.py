@@ -72,6 +72,22 @@ class GGUFInfo:
     def chat_template(self) -> str | None:
         return self.metadata.get("tokenizer.chat_template")
 
+    @property
+    def kv_bytes_per_token(self) -> int | None:
+        """Bytes of f16 KV cache one token of context costs, from the attention shape."""
+        arch = self.architecture
+        layers = self.metadata.get(f"{arch}.block_count")
+        heads = self.metadata.get(f"{arch}.attention.head_count")
+        kv_heads = self.metadata.get(f"{arch}.attention.head_count_kv", heads)
+        if not layers or not heads or kv_heads is None:
+            return None
+        head_dim = self.metadata.get(f"{arch}.embedding_length", 0) // (heads if isinstance(heads, int) else max(heads))
+        key = self.metadata.get(f"{arch}.attention.key_length", head_dim)
+        value = self.metadata.get(f"{arch}.attention.value_length", head_dim)
+        # Some models give the KV head count per layer.
+        kv_heads_total = sum(kv_heads) if isinstance(kv_heads, list) else kv_heads * layers
+        return kv_heads_total * (key + value) * 2
+
     def summary(self) -> dict[str, Any]:
         """The facts a registry entry keeps about the file."""
         return {
@@ -81,6 +97,7 @@ class GGUFInfo:
             "quantization": self.quantization,
             "context_length": self.context_length,
             "has_chat_template": self.chat_template is not None,
+            "kv_bytes_per_token": self.kv_bytes_per_token,
             "size_bytes": self.file_size,
             "gguf_version": self.version,
         }

@@ -36,7 +36,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads,
         flash_attn=settings.flash_attn,
         prompt_cache_min_tokens=settings.prompt_cache_min_tokens), settings.ramdisk_path,
-        max_waiting=settings.max_queue)
+        max_waiting=settings.max_queue, budget_bytes=settings.memory_budget_mib * 2**20)
     app.on_response_prepare.append(_add_request_id)
     app.on_response_prepare.append(_close_when_draining)
     openai.setup_routes(app)
@@ -49,7 +49,8 @@ async def _model_pool_lifetime(app: web.Application):
     """Release idle models in the background; free every model on shutdown."""
     settings, pool = app[keys.SETTINGS], app[keys.POOL]
     releaser = None
-    if settings.idle_timeout_seconds and not settings.exit_when_idle:  # else the process exits
+    if settings.idle_timeout_seconds:
+        # Per model: one unused for the timeout goes even while another is serving.
         releaser = asyncio.create_task(_release_idle_models(pool, settings.idle_timeout_seconds))
     yield
     if releaser:

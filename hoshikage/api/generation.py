@@ -22,7 +22,7 @@ from hoshikage.api import keys
 from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.protocol import GenerationRequest
 from hoshikage.engine.llama import Chunk, LoadedModel, ModelLoadError, Prompt, PromptTooLong
-from hoshikage.engine.models import UnknownModel
+from hoshikage.engine.models import BudgetBusy, ModelTooLarge, UnknownModel
 from hoshikage.engine.scheduler import GenerationFailed, QueueFull
 
 log = logging.getLogger("hoshikage.api")
@@ -64,21 +64,17 @@ async def run_generation(
     except ModelLoadError as error:
         raise APIError(500, str(error), param="model", code="model_load_failed",
                        error_type="server_error") from None
+    except ModelTooLarge as error:
+        raise invalid(f"{error}; ask the administrator, or use a smaller model", param="model",
+                      code="model_too_large") from None
+    except BudgetBusy:
+        raise APIError(503, f"The memory budget is taken by models serving requests; '{parsed.model}' "
+                            "cannot be loaded right now", code="memory_budget_busy", error_type="server_error",
+                       headers={"Retry-After": str(RETRY_AFTER_QUEUE_TIMEOUT)}) from None
     try:
-        prompt = await asyncio.to_thread(build_prompt, scheduler.model)
-    except PromptTooLong as error:
-        raise invalid(
-            f"This model's maximum context length is {error.context_length} tokens. However, your "
-            f"request has {error.prompt_tokens} prompt tokens. Please reduce the length of the prompt.",
-            param="messages" if hasattr(parsed, "messages") else "prompt",
-            code="context_length_exceeded") from None
-    except ValueError as error:  # a chat template's raise_exception, a bad token id
-        raise invalid(str(error), param="messages" if hasattr(parsed, "messages") else "prompt") from None
-    try:
-        stream = scheduler.submit(prompt, parsed.sampling, parsed.max_tokens)
-    except QueueFull as full:
-        raise APIError(429, f"The model '{parsed.model}' is busy ({full.args[0]} requests waiting); retry shortly",
-                       code="queue_full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)}) from None
+        stream = await _submit(scheduler, parsed, build_prompt)
+    finally:
+        scheduler.release_lease()  # queued (so busy) by now, or failed
     try:
         timeout = request.app[keys.SETTINGS].queue_timeout_seconds
         try:
@@ -94,6 +90,25 @@ async def run_generation(
     finally:
         stream.cancel()  # no-op when it finished; stops it when we leave early
         pool.touch(parsed.model)
+
+
+async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[LoadedModel], Prompt]):
+    """Build the prompt and queue the job; each failure as the APIError the client should see."""
+    try:
+        prompt = await asyncio.to_thread(build_prompt, scheduler.model)
+    except PromptTooLong as error:
+        raise invalid(
+            f"This model's maximum context length is {error.context_length} tokens. However, your "
+            f"request has {error.prompt_tokens} prompt tokens. Please reduce the length of the prompt.",
+            param="messages" if hasattr(parsed, "messages") else "prompt",
+            code="context_length_exceeded") from None
+    except ValueError as error:  # a chat template's raise_exception, a bad token id
+        raise invalid(str(error), param="messages" if hasattr(parsed, "messages") else "prompt") from None
+    try:
+        return scheduler.submit(prompt, parsed.sampling, parsed.max_tokens)
+    except QueueFull as full:
+        raise APIError(429, f"The model '{parsed.model}' is busy ({full.args[0]} requests waiting); retry shortly",
+                       code="queue_full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)}) from None
 
 
 def new_id(prefix: str) -> str:

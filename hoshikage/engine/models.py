@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from hoshikage.engine import ramdisk
+from hoshikage.engine.budget import default_budget_bytes, estimated_bytes
 from hoshikage.engine.llama import LoadedModel, LoadOptions, ModelLoadError
 from hoshikage.engine.scheduler import ModelScheduler
 from hoshikage.registry import ModelEntry, Registry
@@ -22,25 +23,43 @@ class UnknownModel(Exception):
         self.alias = alias
 
 
+class ModelTooLarge(Exception):
+    """The model alone needs more than the whole memory budget: it can never be loaded."""
+
+    def __init__(self, alias: str, needed: int, budget: int):
+        super().__init__(f"model '{alias}' needs about {needed / 2**20:.0f} MiB, more than the whole "
+                         f"memory budget of {budget / 2**20:.0f} MiB")
+
+
+class BudgetBusy(Exception):
+    """The budget is taken by models that are serving requests right now."""
+
+
 @dataclasses.dataclass
 class _Slot:
     scheduler: ModelScheduler
     last_used: float
+    estimated_bytes: int
 
 
 class ModelPool:
     def __init__(self, registry: Registry, options: LoadOptions, ramdisk_path: Path | None = None,
-                 max_waiting: int = 32):
+                 max_waiting: int = 32, budget_bytes: int = 0):
         self.registry = registry
         self.options = options
         self.max_waiting = max_waiting
+        self.budget_bytes = budget_bytes or default_budget_bytes()
         self.ramdisk_path = ramdisk_path
         self._slots: dict[str, _Slot] = {}
         self._loading: dict[str, asyncio.Lock] = {}
         self.last_event = ""  # the latest load or unload, for a person reading `systemctl status`
 
     async def scheduler_for(self, alias: str) -> ModelScheduler:
-        """The scheduler of ALIAS, loading (or reloading a changed) model first."""
+        """The scheduler of ALIAS, loading (or reloading a changed) model first.
+
+        The scheduler comes leased: it counts as busy, so nothing unloads it,
+        until the caller's ``release_lease()`` (after submitting its job).
+        """
         entry = self.registry.get(alias)
         if entry is None:
             raise UnknownModel(alias)
@@ -52,12 +71,28 @@ class ModelPool:
                 await self._unload(alias)
                 slot = None
             if slot is None:
-                slot = _Slot(await self._load(entry), time.monotonic())
+                needed = estimated_bytes(entry, entry.context_length or self.options.context_length)
+                await self._make_room(alias, needed)
+                slot = _Slot(await self._load(entry), time.monotonic(), needed)
                 self._slots[alias] = slot
             slot.last_used = time.monotonic()
+            slot.scheduler.leases += 1
         if self.ramdisk_path is not None:
             ramdisk.touch_stamp(self.ramdisk_path)
         return slot.scheduler
+
+    async def _make_room(self, alias: str, needed: int) -> None:
+        """Unload least recently used idle models until NEEDED fits the budget."""
+        if needed > self.budget_bytes:
+            raise ModelTooLarge(alias, needed, self.budget_bytes)
+        while sum(slot.estimated_bytes for slot in self._slots.values()) + needed > self.budget_bytes:
+            idle = [(slot.last_used, other) for other, slot in self._slots.items() if not slot.scheduler.busy]
+            if not idle:
+                raise BudgetBusy(alias)
+            _, victim = min(idle)
+            log.info("unloading %s to make room for %s (memory budget %d MiB)", victim, alias,
+                     self.budget_bytes // 2**20, extra={"MODEL": victim})
+            await self._unload(victim)
 
     async def _load(self, entry: ModelEntry) -> ModelScheduler:
         path = Path(entry.path)
@@ -116,6 +151,7 @@ class ModelPool:
                 "model": alias,
                 "path": slot.scheduler.model.entry.path,
                 "size_bytes": slot.scheduler.model.file_size,
+                "estimated_bytes": slot.estimated_bytes,
                 "context_length": slot.scheduler.model.context_length,
                 "chat_format": slot.scheduler.model.formatter.name,
                 "load_seconds": round(slot.scheduler.model.load_seconds, 3),

@@ -81,6 +81,7 @@ class ModelScheduler:
         self.max_waiting = max_waiting
         self._queued: set[TokenStream] = set()
         self.running = 0
+        self.leases = 0  # handed out by the pool, job not submitted yet
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"model-{model.entry.alias}")
 
@@ -91,11 +92,15 @@ class ModelScheduler:
 
     @property
     def busy(self) -> bool:
-        return bool(self._queued) or self.running > 0
+        """Queued, running or about to be: not to be unloaded."""
+        return bool(self._queued) or self.running > 0 or self.leases > 0
+
+    def release_lease(self) -> None:
+        self.leases -= 1
 
     def submit(self, prompt: Prompt, sampling: SamplingParams, max_tokens: int | None) -> TokenStream:
         """Queue a job; QueueFull when the model is busy and max_waiting clients already wait."""
-        if self.busy and self.waiting >= self.max_waiting:
+        if (self._queued or self.running) and self.waiting >= self.max_waiting:
             raise QueueFull(self.waiting)
         loop = asyncio.get_running_loop()
         stream = TokenStream(loop)
