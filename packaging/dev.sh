@@ -9,14 +9,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# systemd-container and debootstrap: the system tests boot a Debian 12 container;
-# debhelper, dh-virtualenv, dpkg-dev and lintian: they build and check the .deb.
-APT_PACKAGES=(python3 python3-venv python3-dev build-essential cmake pkg-config libsystemd-dev systemd
-              systemd-container debootstrap util-linux debhelper dh-virtualenv dpkg-dev lintian)
+APT_PACKAGES=(python3 python3-venv python3-dev build-essential cmake pkg-config libsystemd-dev systemd)
+# The tests also boot Debian 12 containers (systemd-container, debootstrap) and
+# build and check the .deb (debhelper, dh-virtualenv, dpkg-dev, lintian).
+TEST_APT_PACKAGES=(systemd-container debootstrap util-linux debhelper dh-virtualenv dpkg-dev lintian)
 
 install_apt_packages() {
   local missing=()
-  for package in "${APT_PACKAGES[@]}"; do
+  for package in "$@"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
   done
   [ ${#missing[@]} -eq 0 ] && return
@@ -43,12 +43,12 @@ command=${1:-}
 [ $# -gt 0 ] && shift
 case "$command" in
   setup)
-    install_apt_packages; install_python_packages ;;
+    install_apt_packages "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"; install_python_packages ;;
   serve)
-    install_apt_packages; install_python_packages
+    install_apt_packages "${APT_PACKAGES[@]}"; install_python_packages
     exec .venv/bin/hoshikage serve "$@" ;;
   test)
-    install_apt_packages; install_python_packages
+    install_apt_packages "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"; install_python_packages
     exec .venv/bin/python -m pytest "$@" ;;
   *)
     sed -n '2,6p' "$0" >&2; exit 2 ;;
