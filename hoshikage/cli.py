@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", action="append", metavar="ADDR",
                        help="tcp:HOST:PORT or unix:PATH; repeat for several (ignored under socket activation)")
     serve.add_argument("--threads", type=int, help="decode threads per model (default: physical cores)")
+    serve.add_argument("--slots", type=int, help="requests one model decodes together (default 4)")
     serve.add_argument("--idle-timeout", type=int, dest="idle_timeout_seconds", metavar="SECONDS",
                        help="release models after this long without requests")
     serve.add_argument("--exit-when-idle", action="store_const", const=True,
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     flags = {"state_dir": args.state_dir}
     if args.command == "serve":
-        flags.update(listen=args.listen, threads=args.threads, log_level=args.log_level,
+        flags.update(listen=args.listen, threads=args.threads, slots=args.slots, log_level=args.log_level,
                      idle_timeout_seconds=args.idle_timeout_seconds, embedded_model=args.embedded_model,
                      exit_when_idle=args.exit_when_idle)
     try:

@@ -187,6 +187,11 @@ OPTIONS: tuple[Option, ...] = (
            "reuse the KV cache of a shared prompt prefix at least this long"),
     Option("memory_budget_mib", _non_negative_int, lambda: 0,
            "memory all loaded models may take together (0: three quarters of RAM)"),
+    Option("batch_invariant", _bool, lambda: True,
+           "same greedy text alone or batched: skip llama.cpp's repacked weight kernels, whose "
+           "rounding depends on how many tokens share a step"),
+    Option("slots", _positive_int, lambda: 4,
+           "requests one model decodes together (each with its own context_length of KV cache)"),
     Option("max_queue", _non_negative_int, lambda: 32,
            "requests that may wait for a busy model; beyond them 429 with Retry-After"),
     Option("queue_timeout_seconds", _positive_number, lambda: 300.0,
@@ -224,6 +229,8 @@ class Settings:
     flash_attn: bool
     prompt_cache_min_tokens: int
     memory_budget_mib: int
+    batch_invariant: bool
+    slots: int
     max_queue: int
     queue_timeout_seconds: float
     api_key: str | None

@@ -35,7 +35,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[keys.POOL] = ModelPool(registry, LoadOptions(
         context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads,
         flash_attn=settings.flash_attn,
-        prompt_cache_min_tokens=settings.prompt_cache_min_tokens), settings.ramdisk_path,
+        prompt_cache_min_tokens=settings.prompt_cache_min_tokens, slots=settings.slots,
+        batch_invariant=settings.batch_invariant), settings.ramdisk_path,
         max_waiting=settings.max_queue, budget_bytes=settings.memory_budget_mib * 2**20)
     app.on_response_prepare.append(_add_request_id)
     app.on_response_prepare.append(_close_when_draining)

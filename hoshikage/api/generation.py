@@ -23,7 +23,7 @@ from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.protocol import GenerationRequest
 from hoshikage.engine.llama import Chunk, LoadedModel, ModelLoadError, Prompt, PromptTooLong
 from hoshikage.engine.models import BudgetBusy, ModelTooLarge, UnknownModel
-from hoshikage.engine.scheduler import GenerationFailed, QueueFull
+from hoshikage.engine.scheduler import GenerationFailed, QueueFull, TooManyChoices
 
 log = logging.getLogger("hoshikage.api")
 
@@ -105,7 +105,10 @@ async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[
     except ValueError as error:  # a chat template's raise_exception, a bad token id
         raise invalid(str(error), param="messages" if hasattr(parsed, "messages") else "prompt") from None
     try:
-        return scheduler.submit(prompt, parsed.sampling, parsed.max_tokens)
+        return scheduler.submit(prompt, parsed.sampling, parsed.max_tokens, parsed.n)
+    except TooManyChoices as error:
+        raise invalid(f"n={error.n} is more than the {error.slots} choices '{parsed.model}' can generate at once",
+                      param="n") from None
     except QueueFull as full:
         raise APIError(429, f"The model '{parsed.model}' is busy ({full.args[0]} requests waiting); retry shortly",
                        code="queue_full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)}) from None
@@ -119,6 +122,8 @@ def now() -> int:
     return int(time.time())
 
 
-def usage(chunk: Chunk) -> dict[str, int]:
-    return {"prompt_tokens": chunk.prompt_tokens, "completion_tokens": chunk.completion_tokens,
-            "total_tokens": chunk.prompt_tokens + chunk.completion_tokens}
+def usage(finals: list[Chunk]) -> dict[str, int]:
+    """Usage of a request from the last chunk of each of its choices (they share one prompt)."""
+    prompt = finals[0].prompt_tokens
+    completion = sum(chunk.completion_tokens for chunk in finals)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

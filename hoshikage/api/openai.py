@@ -31,28 +31,28 @@ class _Surface:
     chunk_object_name: str
     parse: Callable[[Any], GenerationRequest]
     prompt: Callable[[GenerationRequest], Callable]  # request -> (model -> Prompt)
-    choice: Callable[[str, str | None], dict[str, Any]]  # whole answer
-    delta: Callable[[str, str | None, bool], dict[str, Any]]  # streamed piece
+    choice: Callable[[int, str, str | None], dict[str, Any]]  # whole answer
+    delta: Callable[[int, str, str | None, bool], dict[str, Any]]  # streamed piece
 
 
-def _chat_choice(text: str, finish_reason: str | None) -> dict[str, Any]:
-    return {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+def _chat_choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
+    return {"index": index, "message": {"role": "assistant", "content": text, "refusal": None},
             "logprobs": None, "finish_reason": finish_reason}
 
 
-def _chat_delta(text: str, finish_reason: str | None, first: bool) -> dict[str, Any]:
+def _chat_delta(index: int, text: str, finish_reason: str | None, first: bool) -> dict[str, Any]:
     delta: dict[str, Any] = {"role": "assistant", "content": text} if first else {}
     if text and not first:
         delta["content"] = text
-    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
 
-def _completion_choice(text: str, finish_reason: str | None) -> dict[str, Any]:
-    return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+def _completion_choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
 
 
-def _completion_delta(text: str, finish_reason: str | None, first: bool) -> dict[str, Any]:
-    return _completion_choice(text, finish_reason)
+def _completion_delta(index: int, text: str, finish_reason: str | None, first: bool) -> dict[str, Any]:
+    return _completion_choice(index, text, finish_reason)
 
 
 CHAT = _Surface(
@@ -77,16 +77,25 @@ async def _serve(request: web.Request, surface: _Surface) -> web.StreamResponse:
     first = await anext(chunks)
     if parsed.stream:
         return await _stream(request, surface, parsed, first, chunks)
-    parts, last = [first.text], first
+    parts: list[list[str]] = [[] for _ in range(parsed.n)]
+    finals: dict[int, Chunk] = {}
+
+    def collect(chunk: Chunk) -> None:
+        parts[chunk.index].append(chunk.text)
+        if chunk.finish_reason is not None:
+            finals[chunk.index] = chunk
+
+    collect(first)
     async for chunk in chunks:
-        parts.append(chunk.text)
-        last = chunk
-    request["tokens"] = last.completion_tokens
+        collect(chunk)
+    ended = [finals[index] for index in range(parsed.n)]
+    request["tokens"] = sum(chunk.completion_tokens for chunk in ended)
     return web.json_response({
         "id": new_id(surface.id_prefix), "object": surface.object_name, "created": now(),
         "model": parsed.model, "system_fingerprint": FINGERPRINT,
-        "choices": [surface.choice("".join(parts), last.finish_reason)],
-        "usage": usage(last),
+        "choices": [surface.choice(index, "".join(parts[index]), finals[index].finish_reason)
+                    for index in range(parsed.n)],
+        "usage": usage(ended),
     })
 
 
@@ -98,18 +107,23 @@ async def _stream(request: web.Request, surface: _Surface, parsed: GenerationReq
     if parsed.include_usage:
         envelope["usage"] = None
 
-    async def send(chunk: Chunk, is_first: bool) -> None:
-        await send_event(response, {**envelope, "choices": [
-            surface.delta(chunk.text, chunk.finish_reason, is_first)]})
+    started: set[int] = set()  # choices whose first delta (with the role) is sent
+    finals: dict[int, Chunk] = {}
 
-    await send(first, True)
-    last = first
+    async def send(chunk: Chunk) -> None:
+        await send_event(response, {**envelope, "choices": [
+            surface.delta(chunk.index, chunk.text, chunk.finish_reason, chunk.index not in started)]})
+        started.add(chunk.index)
+        if chunk.finish_reason is not None:
+            finals[chunk.index] = chunk
+
+    await send(first)
     async for chunk in chunks:
-        await send(chunk, False)
-        last = chunk
-    request["tokens"] = last.completion_tokens
+        await send(chunk)
+    ended = [finals[index] for index in sorted(finals)]
+    request["tokens"] = sum(chunk.completion_tokens for chunk in ended)
     if parsed.include_usage:
-        await send_event(response, {**envelope, "choices": [], "usage": usage(last)})
+        await send_event(response, {**envelope, "choices": [], "usage": usage(ended)})
     await send_done(response)
     return response
 

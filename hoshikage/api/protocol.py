@@ -39,6 +39,7 @@ class GenerationRequest:
     model: str
     sampling: SamplingParams
     max_tokens: int | None
+    n: int
     stop: tuple[str, ...]
     stream: bool
     include_usage: bool
@@ -86,9 +87,7 @@ def _parse_common(body: dict[str, Any], known: set[str]) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("'model' is required and must be a non-empty string", param="model")
-    n = _optional_int(body, "n", minimum=1)
-    if n not in (None, 1):
-        raise invalid("Only n=1 is supported", param="n", code="unsupported_parameter")
+    n = _optional_int(body, "n", minimum=1) or 1  # at most the model's slots: checked when it is known
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -110,6 +109,7 @@ def _parse_common(body: dict[str, Any], known: set[str]) -> dict[str, Any]:
         "model": model,
         "sampling": sampling,
         "max_tokens": _optional_int(body, "max_tokens", minimum=1),
+        "n": n,
         "stop": _parse_stop(body.get("stop")),
         "stream": stream,
         "include_usage": include_usage,

@@ -15,11 +15,12 @@ COMPUTE_ALLOWANCE = 256 * 2**20
 UNKNOWN_KV_MARGIN = 0.25  # of the file size, when the GGUF's attention shape is unknown
 
 
-def estimated_bytes(entry: ModelEntry, context_length: int) -> int:
+def estimated_bytes(entry: ModelEntry, context_length: int, slots: int = 1) -> int:
+    """Weights, plus a KV cache of CONTEXT_LENGTH for each of SLOTS, plus compute buffers."""
     gguf = entry.gguf or {}
     weights = int(gguf.get("size_bytes") or 0)
     per_token = gguf.get("kv_bytes_per_token")
-    kv = int(per_token) * context_length if per_token else int(weights * UNKNOWN_KV_MARGIN)
+    kv = int(per_token) * context_length * slots if per_token else int(weights * UNKNOWN_KV_MARGIN) * slots
     return weights + kv + COMPUTE_ALLOWANCE
 
 

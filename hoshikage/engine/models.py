@@ -71,7 +71,8 @@ class ModelPool:
                 await self._unload(alias)
                 slot = None
             if slot is None:
-                needed = estimated_bytes(entry, entry.context_length or self.options.context_length)
+                needed = estimated_bytes(entry, entry.context_length or self.options.context_length,
+                                         self.options.slots)
                 await self._make_room(alias, needed)
                 slot = _Slot(await self._load(entry), time.monotonic(), needed)
                 self._slots[alias] = slot
@@ -156,6 +157,7 @@ class ModelPool:
                 "chat_format": slot.scheduler.model.formatter.name,
                 "load_seconds": round(slot.scheduler.model.load_seconds, 3),
                 "idle_seconds": round(now - slot.last_used, 1),
+                "slots": slot.scheduler.slots,
                 "running": slot.scheduler.running,
                 "waiting": slot.scheduler.waiting,
             }

@@ -1,20 +1,22 @@
-"""Run generation jobs for one model, in order, off the event loop.
+"""Feed one model's batch engine from a bounded queue, off the event loop.
 
-Each loaded model has one worker thread; jobs wait in FIFO order and never
-interrupt one another (llama-cpp-python's own server cuts off the running
-stream when a new one arrives). The surface is deliberately the one a batching
-scheduler needs too: ``submit`` returns a TokenStream that the caller iterates
-and may ``cancel``; how jobs share the model is this module's business alone.
+Each loaded model has one worker thread. Requests wait in FIFO order for
+slots; the worker admits the oldest as soon as enough slots are free (between
+two decode steps) and runs steps while any request is generating. Requests
+never overtake one another in the queue, so a request that needs several
+slots (n > 1) is not starved by a stream of small ones.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import collections
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 
+from hoshikage.engine.batch import BatchEngine, Job
 from hoshikage.engine.llama import Chunk, LoadedModel, Prompt
 from hoshikage.engine.sampling import SamplingParams
 
@@ -25,34 +27,44 @@ class GenerationFailed(Exception):
     """The engine raised while generating; the request ends with a server error."""
 
 
+class TooManyChoices(Exception):
+    """n is more than the model's slots: the request could never start."""
+
+    def __init__(self, n: int, slots: int):
+        super().__init__(f"n={n} > {slots} slots")
+        self.n = n
+        self.slots = slots
+
+
 class QueueFull(Exception):
     """Too many requests already wait for this model; the client should retry later."""
 
 
 class TokenStream:
-    """Chunks of one job, as they are generated, for the event loop to consume.
+    """Chunks of one request, as they are generated, for the event loop to consume.
 
-    The worker hands over a chunk and waits (briefly) until the event loop has
-    sent it before decoding the next token. On a machine where llama.cpp's
-    threads already fill every core, the loop waking up in the middle of a
-    decode step preempts one of them and stalls the whole step at its barrier;
-    taking turns costs less than that (~0.2 ms a token) and still sends every
-    token the moment it exists. A slow client cannot stall the model: after
+    After each step the worker waits (briefly) until the event loop has sent
+    what the step produced before it starts the next one. On a machine where
+    llama.cpp's threads already fill every core, the loop waking up in the
+    middle of a decode step preempts one of them and stalls the whole step at
+    its barrier; taking turns costs less than that and still sends every
+    token the moment it exists. A slow client cannot stall the batch: after
     HANDOVER_WAIT the worker goes on without it.
     """
 
     HANDOVER_WAIT = 0.05  # seconds
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    def __init__(self, loop: asyncio.AbstractEventLoop, choices: int = 1):
         self._loop = loop
         self._queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
         self._consumed = threading.Event()
+        self._unfinished = choices
         self.cancelled = threading.Event()
-        self.started = asyncio.Event()  # the worker took the job out of the queue
+        self.started = asyncio.Event()  # the request has its slots
         self.finished = False
 
     def cancel(self) -> None:
-        """Stop generating at the next token; safe to call at any time, twice."""
+        """Stop generating at the next step; safe to call at any time, twice."""
         self.cancelled.set()
         self._consumed.set()
 
@@ -60,18 +72,25 @@ class TokenStream:
     def put_threadsafe(self, item: Chunk | BaseException) -> None:
         self._consumed.clear()
         self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        if isinstance(item, Chunk) and item.finish_reason is None and not self.cancelled.is_set():
-            self._consumed.wait(self.HANDOVER_WAIT)
+
+    def mark_started_threadsafe(self) -> None:
+        self._loop.call_soon_threadsafe(self.started.set)
+
+    def wait_consumed(self, deadline: float) -> None:
+        if not self.cancelled.is_set():
+            self._consumed.wait(max(0.0, deadline - time.monotonic()))
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         while not self.finished:
-            self._consumed.set()  # the previous chunk is sent: the worker may go on
+            if self._queue.empty():
+                self._consumed.set()  # everything handed over is sent: the worker may go on
             item = await self._queue.get()
             if isinstance(item, BaseException):
                 self.finished = True
                 raise GenerationFailed(str(item)) from item
             if item.finish_reason is not None:
-                self.finished = True
+                self._unfinished -= 1
+                self.finished = self._unfinished == 0
             yield item
 
 
@@ -79,56 +98,105 @@ class ModelScheduler:
     def __init__(self, model: LoadedModel, max_waiting: int):
         self.model = model
         self.max_waiting = max_waiting
-        self._queued: set[TokenStream] = set()
-        self.running = 0
         self.leases = 0  # handed out by the pool, job not submitted yet
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"model-{model.entry.alias}")
+        self.running = 0  # requests holding slots
+        self._engine = BatchEngine(model)
+        self._queue: collections.deque[tuple[Job, TokenStream]] = collections.deque()
+        self._touched: set[TokenStream] = set()  # streams that got chunks in this step
+        self._lock = threading.Condition()
+        self._closing = False
+        self._worker = threading.Thread(target=self._work, name=f"model-{model.entry.alias}", daemon=True)
+        self._worker.start()
+
+    @property
+    def slots(self) -> int:
+        return self.model.slots
 
     @property
     def waiting(self) -> int:
-        """Jobs in the queue whose client still waits (a cancelled one is skipped when reached)."""
-        return sum(not stream.cancelled.is_set() for stream in self._queued)
+        """Requests in the queue whose client still waits (a cancelled one is dropped when reached)."""
+        with self._lock:
+            return sum(not stream.cancelled.is_set() for _, stream in self._queue)
 
     @property
     def busy(self) -> bool:
         """Queued, running or about to be: not to be unloaded."""
-        return bool(self._queued) or self.running > 0 or self.leases > 0
+        with self._lock:
+            return bool(self._queue) or self.running > 0 or self.leases > 0
 
     def release_lease(self) -> None:
         self.leases -= 1
 
-    def submit(self, prompt: Prompt, sampling: SamplingParams, max_tokens: int | None) -> TokenStream:
-        """Queue a job; QueueFull when the model is busy and max_waiting clients already wait."""
-        if (self._queued or self.running) and self.waiting >= self.max_waiting:
-            raise QueueFull(self.waiting)
-        loop = asyncio.get_running_loop()
-        stream = TokenStream(loop)
-        self._queued.add(stream)
-        future = loop.run_in_executor(self._executor, self._run, loop, stream, prompt, sampling, max_tokens)
-        future.add_done_callback(self._job_done)
+    def submit(self, prompt: Prompt, sampling: SamplingParams, max_tokens: int | None, n: int = 1) -> TokenStream:
+        """Queue a request; QueueFull when it cannot start now and max_waiting clients already wait."""
+        if n > self.slots:
+            raise TooManyChoices(n, self.slots)
+        stream = TokenStream(asyncio.get_running_loop(), n)
+        unfinished = [n]  # choices still generating; only the worker thread changes it
+
+        def emit(item: Chunk | BaseException) -> None:
+            self._emit(stream, item, unfinished)
+
+        job = Job(prompt, sampling, max_tokens, n, emit, stream.cancelled)
+        with self._lock:
+            must_wait = bool(self._queue) or self._engine.free_slots < n
+            waiting = sum(not queued.cancelled.is_set() for _, queued in self._queue)
+            if must_wait and waiting >= self.max_waiting:
+                raise QueueFull(waiting)
+            self._queue.append((job, stream))
+            self._lock.notify()
         return stream
 
-    def _run(self, loop, stream: TokenStream, prompt, sampling, max_tokens) -> None:
-        loop.call_soon_threadsafe(self._job_started, stream)
-        if stream.cancelled.is_set():  # the client left while it waited its turn
-            stream.put_threadsafe(Chunk("", "cancelled", len(prompt.tokens), 0))
-            return
-        try:
-            self.model.generate(prompt, sampling, max_tokens, stream.cancelled, stream.put_threadsafe)
-        except Exception as error:  # noqa: BLE001 - reported to the request, logged here
-            log.exception("generation failed on %s", self.model.entry.alias)
-            stream.put_threadsafe(error)
+    # The worker thread -----------------------------------------------------
 
-    def _job_started(self, stream: TokenStream) -> None:
-        self._queued.discard(stream)
-        stream.started.set()
-        self.running += 1
+    def _emit(self, stream: TokenStream, item: Chunk | BaseException, unfinished: list[int]) -> None:
+        stream.put_threadsafe(item)
+        self._touched.add(stream)
+        if isinstance(item, BaseException) or item.finish_reason is not None:
+            unfinished[0] = 0 if isinstance(item, BaseException) else unfinished[0] - 1
+            if unfinished[0] == 0:
+                with self._lock:
+                    self.running -= 1
 
-    def _job_done(self, future: asyncio.Future) -> None:
-        self.running -= 1
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._engine.active and not self._closing:
+                    self._lock.wait()
+                if self._closing and not self._queue and not self._engine.active:
+                    break
+                self._admit()
+            try:
+                self._engine.step()
+            except Exception as error:  # noqa: BLE001 - a bug here must not leave clients waiting
+                log.exception("batch step failed on %s", self.model.entry.alias)
+                self._engine.fail_all(error)
+            deadline = time.monotonic() + TokenStream.HANDOVER_WAIT
+            for stream in self._touched:
+                stream.wait_consumed(deadline)
+            self._touched.clear()
+        self._engine.close()
+        self.model.close()
+
+    def _admit(self) -> None:
+        """Start queued requests, oldest first, while their slots are free (lock held)."""
+        while self._queue:
+            job, stream = self._queue[0]
+            if stream.cancelled.is_set():  # the client left while it waited its turn
+                self._queue.popleft()
+                for index in range(job.n):
+                    stream.put_threadsafe(Chunk("", "cancelled", len(job.prompt.tokens), 0, index))
+                continue
+            if self._engine.free_slots < job.n:
+                return
+            self._queue.popleft()
+            self.running += 1
+            self._engine.admit(job)
+            stream.mark_started_threadsafe()
 
     async def close(self) -> None:
-        """Wait for the worker to finish its jobs, then free the model."""
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
-        self.model.close()
+        """Let the worker finish what it has, then free the model."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        await asyncio.get_running_loop().run_in_executor(None, self._worker.join)

@@ -21,7 +21,9 @@ SHORT = {"model": "gemma", "messages": [{"role": "user", "content": "Hi"}], "max
 def small_queue_daemon(tmp_path_factory, gemma_path):
     state = tmp_path_factory.mktemp("queue-state")
     register(state, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "1024")
-    running = Daemon(state, {"HOSHIKAGE_MAX_QUEUE": "1", "HOSHIKAGE_QUEUE_TIMEOUT_SECONDS": "1.5"},
+    # One slot: a long generation holds the model, so the next request waits.
+    running = Daemon(state, {"HOSHIKAGE_SLOTS": "1", "HOSHIKAGE_MAX_QUEUE": "1",
+                             "HOSHIKAGE_QUEUE_TIMEOUT_SECONDS": "1.5"},
                      "--no-embedded-model")
     yield running
     running.stop()

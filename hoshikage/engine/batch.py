@@ -1,0 +1,252 @@
+"""Continuous batching: every running request of one model decodes in one llama.cpp batch.
+
+The model's context has one KV sequence per slot. Each step puts the next
+token of every generating sequence, then pieces of prompts still being read
+(oldest request first), into a single batch of at most BATCH_TOKENS, decodes
+it once, and samples each sequence that produced logits with its own sampler
+chain. A request joins between two steps, as soon as a slot is free, without
+waiting for the others to finish; a cancelled one leaves at the next step and
+its cells are freed.
+
+A slot remembers which tokens its KV cells hold. A new request goes to the
+free slot whose cache shares the longest prefix with its prompt and reads only
+the rest, so the next turn of a conversation does not re-read the turns
+before it. ``n > 1`` reads the prompt once in one slot, then copies its cells
+to the other choices' slots.
+
+Only the model's worker thread calls into this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+
+from hoshikage.engine.llama import BATCH_TOKENS, Chunk, LoadedModel, Prompt
+from hoshikage.engine.sampling import SamplingParams, new_sampler
+from hoshikage.engine.text_stream import TextAssembler
+
+log = logging.getLogger("hoshikage.batch")
+
+
+@dataclasses.dataclass
+class Job:
+    """One request: N choices generated from one prompt."""
+    prompt: Prompt
+    sampling: SamplingParams
+    max_tokens: int | None
+    n: int
+    emit: Callable[[Chunk | BaseException], None]  # thread-safe, never blocks
+    cancelled: threading.Event
+
+
+@dataclasses.dataclass(eq=False)
+class _Slot:
+    seq_id: int
+    cached: list[int] = dataclasses.field(default_factory=list)  # tokens whose KV the sequence holds
+    sequence: _Sequence | None = None
+    last_used: int = 0  # step number, to pick which cache to overwrite
+
+
+@dataclasses.dataclass(eq=False)
+class _Sequence:
+    """One choice of a job, generating in one slot."""
+    job: Job
+    index: int
+    slot: _Slot
+    sampler: object
+    limit: int
+    assembler: TextAssembler
+    pending: list[int]  # prompt tokens not evaluated yet
+    position: int  # where the next evaluated token goes
+    leader: _Sequence | None = None  # set on choices 1..n-1 until they fork from choice 0
+    next_token: int | None = None  # sampled, to be evaluated in the next step
+    generated: int = 0
+    order: int = 0  # admission order: older prompts are read first
+
+
+def shared_prefix(cached: list[int], tokens: tuple[int, ...]) -> int:
+    shared = 0
+    for cached_token, token in zip(cached, tokens):
+        if cached_token != token:
+            break
+        shared += 1
+    return shared
+
+
+class BatchEngine:
+    def __init__(self, model: LoadedModel):
+        import llama_cpp
+
+        self.model = model
+        self._llama = llama_cpp
+        self._ctx = model.context.ctx
+        self._memory = model.context.memory
+        self._slots = [_Slot(seq_id) for seq_id in range(model.slots)]
+        self._batch = llama_cpp.llama_batch_init(BATCH_TOKENS, 0, 1)
+        self._steps = 0
+        self._admitted = 0
+
+    # Admission ---------------------------------------------------------------
+
+    @property
+    def free_slots(self) -> int:
+        return sum(slot.sequence is None for slot in self._slots)
+
+    @property
+    def active(self) -> bool:
+        return self.free_slots < len(self._slots)
+
+    @property
+    def running_jobs(self) -> int:
+        return len({id(slot.sequence.job) for slot in self._slots if slot.sequence is not None})
+
+    def admit(self, job: Job) -> None:
+        """Give JOB its slots; the caller checked that job.n slots are free."""
+        tokens = job.prompt.tokens
+        free = [slot for slot in self._slots if slot.sequence is None]
+        first = max(free, key=lambda slot: (shared_prefix(slot.cached, tokens), -slot.last_used))
+        others = sorted((slot for slot in free if slot is not first), key=lambda slot: slot.last_used)
+        reused = shared_prefix(first.cached, tokens)
+        # Short prefixes are read afresh: llama.cpp's numerics depend a little on
+        # how tokens are batched, and a short prompt costs little to read, so the
+        # same short request with the same seed gives the same text.
+        if reused < self.model.prompt_cache_min_tokens:
+            reused = 0
+        reused = min(reused, len(tokens) - 1)  # the last prompt token is read again for its logits
+        if not self._llama.llama_memory_seq_rm(self._memory, first.seq_id, reused, -1):
+            self._forget(first)
+            reused = 0
+        first.cached = first.cached[:reused]
+        room = self.model.context_length - len(tokens)
+        limit = room if job.max_tokens is None else min(job.max_tokens, room)
+        self._admitted += 1
+        leader = self._start(job, 0, first, limit, list(tokens[reused:]), reused, None)
+        for index, slot in enumerate(others[:job.n - 1], start=1):
+            self._start(job, index, slot, limit, [], 0, leader)
+        if reused:
+            log.debug("prompt cache: %d of %d prompt tokens reused", reused, len(tokens))
+
+    def _start(self, job, index, slot, limit, pending, position, leader) -> _Sequence:
+        sequence = _Sequence(job, index, slot, new_sampler(job.sampling, self.model.n_vocab, index), limit,
+                             TextAssembler(job.prompt.stop), pending, position, leader, order=self._admitted)
+        slot.sequence = sequence
+        slot.last_used = self._steps
+        return sequence
+
+    # Stepping ----------------------------------------------------------------
+
+    def step(self) -> None:
+        """Drop cancelled sequences, then evaluate one batch and sample from it."""
+        self._steps += 1
+        for slot in self._slots:
+            if slot.sequence is not None and slot.sequence.job.cancelled.is_set():
+                self._finish(slot.sequence, "cancelled")
+                self._forget(slot)  # its cells are freed, not kept as a cache
+        outputs = self._fill_batch()
+        if not outputs:
+            return
+        result = self._llama.llama_decode(self._ctx, self._batch)
+        if result != 0:
+            self.fail_all(RuntimeError(f"llama_decode returned {result}"))
+            return
+        for sequence, batch_index in outputs:
+            if sequence.slot.sequence is not sequence:
+                continue  # finished while its choice 0 was forked (cannot happen today)
+            followers = [slot.sequence for slot in self._slots
+                         if slot.sequence is not None and slot.sequence.leader is sequence]
+            for follower in followers:
+                self._fork(sequence, follower)
+            for each in [sequence, *followers]:
+                token = self._llama.llama_sampler_sample(each.sampler, self._ctx, batch_index)
+                self._accept(each, token)
+
+    def _fill_batch(self) -> list[tuple[_Sequence, int]]:
+        batch = self._batch
+        count = 0
+        outputs = []
+
+        def add(sequence: _Sequence, token: int, logits: bool) -> None:
+            nonlocal count
+            batch.token[count] = token
+            batch.pos[count] = sequence.position
+            batch.n_seq_id[count] = 1
+            batch.seq_id[count][0] = sequence.slot.seq_id
+            batch.logits[count] = logits
+            if logits:
+                outputs.append((sequence, count))
+            sequence.position += 1
+            sequence.slot.cached.append(token)
+            count += 1
+
+        sequences = [slot.sequence for slot in self._slots if slot.sequence is not None]
+        for sequence in sequences:
+            if sequence.next_token is not None:
+                add(sequence, sequence.next_token, True)
+                sequence.next_token = None
+        for sequence in sorted((s for s in sequences if s.pending), key=lambda s: s.order):
+            piece = sequence.pending[:BATCH_TOKENS - count]
+            if not piece:
+                break
+            del sequence.pending[:len(piece)]
+            for offset, token in enumerate(piece):
+                add(sequence, token, not sequence.pending and offset == len(piece) - 1)
+        batch.n_tokens = count
+        return outputs
+
+    def _fork(self, leader: _Sequence, follower: _Sequence) -> None:
+        """Give FOLLOWER a copy of the prompt its leader has just read."""
+        self._llama.llama_memory_seq_rm(self._memory, follower.slot.seq_id, -1, -1)
+        self._llama.llama_memory_seq_cp(self._memory, leader.slot.seq_id, follower.slot.seq_id, -1, -1)
+        follower.slot.cached = list(leader.slot.cached)
+        follower.position = leader.position
+        follower.leader = None
+
+    def _accept(self, sequence: _Sequence, token: int) -> None:
+        if self.model.is_end_of_generation(token):
+            self._finish(sequence, "stop")
+            return
+        sequence.generated += 1
+        text = sequence.assembler.feed(self.model.piece(token))
+        if text:
+            sequence.job.emit(Chunk(text, index=sequence.index))
+        if sequence.assembler.stopped:
+            self._finish(sequence, "stop")
+        elif sequence.generated >= sequence.limit:
+            self._finish(sequence, "length")
+        else:
+            sequence.next_token = token
+
+    def _finish(self, sequence: _Sequence, reason: str) -> None:
+        tail = sequence.assembler.finish()
+        if tail and reason != "cancelled":
+            sequence.job.emit(Chunk(tail, index=sequence.index))
+        sequence.job.emit(Chunk("", reason, len(sequence.job.prompt.tokens), sequence.generated, sequence.index))
+        self._llama.llama_sampler_free(sequence.sampler)
+        sequence.slot.sequence = None
+        sequence.slot.last_used = self._steps
+        if sequence.pending or sequence.leader is not None:
+            self._forget(sequence.slot)  # a half-read prompt is no use as a cache
+
+    def _forget(self, slot: _Slot) -> None:
+        self._llama.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        slot.cached = []
+
+    def fail_all(self, error: BaseException) -> None:
+        log.error("generation failed on %s: %s", self.model.entry.alias, error)
+        jobs = {id(slot.sequence.job): slot.sequence.job for slot in self._slots if slot.sequence is not None}
+        for slot in self._slots:
+            if slot.sequence is not None:
+                self._llama.llama_sampler_free(slot.sequence.sampler)
+                slot.sequence = None
+            self._forget(slot)
+        for job in jobs.values():
+            job.emit(error)
+
+    def close(self) -> None:
+        for slot in self._slots:
+            if slot.sequence is not None:
+                self._finish(slot.sequence, "cancelled")
+        self._llama.llama_batch_free(self._batch)
