@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -92,10 +93,20 @@ class Daemon:
             while True:
                 message = self._notify.recv(4096).decode()
                 if "READY=1" in message.split("\n"):
-                    return
+                    break
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"daemon not ready; log:\n{self.log_path.read_text()}") from None
+        # Keep reading, as systemd does: the kernel queues only a few datagrams
+        # (net.unix.max_dgram_qlen, 10 by default) and then sd_notify blocks the
+        # daemon's event loop on its next STATUS= line.
+        self._notify.settimeout(None)
+        threading.Thread(target=self._drain_notifications, name="notify-drain", daemon=True).start()
+
+    def _drain_notifications(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._notify.recv(4096):  # b"" once stop() shuts the socket down
+                pass
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -108,6 +119,8 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        with contextlib.suppress(OSError):
+            self._notify.shutdown(socket.SHUT_RDWR)  # wakes the draining thread's recv
         self._notify.close()
         self._log.close()
         return self.process.returncode
