@@ -88,6 +88,8 @@ class BatchEngine:
         self._batch = llama_cpp.llama_batch_init(BATCH_TOKENS, 0, 1)
         self._steps = 0
         self._admitted = 0
+        self.prompt_tokens_reused = 0  # taken from a slot's cache instead of read
+        self.prompt_tokens_read = 0
 
     # Admission ---------------------------------------------------------------
 
@@ -102,6 +104,11 @@ class BatchEngine:
     @property
     def running_jobs(self) -> int:
         return len({id(slot.sequence.job) for slot in self._slots if slot.sequence is not None})
+
+    def describe_slots(self) -> list[dict]:
+        """What each slot is doing, for /v1/status (read from the event loop: a snapshot, not a promise)."""
+        return [{"generating": slot.sequence is not None, "cached_tokens": len(slot.cached)}
+                for slot in self._slots]
 
     def admit(self, job: Job) -> None:
         """Give JOB its slots; the caller checked that job.n slots are free."""
@@ -123,6 +130,8 @@ class BatchEngine:
         room = self.model.context_length - len(tokens)
         limit = room if job.max_tokens is None else min(job.max_tokens, room)
         self._admitted += 1
+        self.prompt_tokens_reused += reused
+        self.prompt_tokens_read += len(tokens) - reused
         leader = self._start(job, 0, first, limit, list(tokens[reused:]), reused, None)
         for index, slot in enumerate(others[:job.n - 1], start=1):
             self._start(job, index, slot, limit, [], 0, leader)
@@ -146,7 +155,7 @@ class BatchEngine:
                 self._finish(slot.sequence, "cancelled")
                 self._forget(slot)  # its cells are freed, not kept as a cache
         outputs = self._fill_batch()
-        if not outputs:
+        if self._batch.n_tokens == 0:
             return
         result = self._llama.llama_decode(self._ctx, self._batch)
         if result != 0:

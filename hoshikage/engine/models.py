@@ -157,7 +157,8 @@ class ModelPool:
                 "chat_format": slot.scheduler.model.formatter.name,
                 "load_seconds": round(slot.scheduler.model.load_seconds, 3),
                 "idle_seconds": round(now - slot.last_used, 1),
-                "slots": slot.scheduler.slots,
+                "slots": slot.scheduler.describe_slots(),
+                "prompt_cache": slot.scheduler.describe_prompt_cache(),
                 "running": slot.scheduler.running,
                 "waiting": slot.scheduler.waiting,
             }

@@ -87,10 +87,13 @@ class TokenStream:
             item = await self._queue.get()
             if isinstance(item, BaseException):
                 self.finished = True
+                self._consumed.set()
                 raise GenerationFailed(str(item)) from item
             if item.finish_reason is not None:
                 self._unfinished -= 1
                 self.finished = self._unfinished == 0
+                if self.finished:
+                    self._consumed.set()  # nothing more will be sent: the worker must not wait for it
             yield item
 
 
@@ -111,6 +114,12 @@ class ModelScheduler:
     @property
     def slots(self) -> int:
         return self.model.slots
+
+    def describe_slots(self) -> list[dict]:
+        return self._engine.describe_slots()
+
+    def describe_prompt_cache(self) -> dict:
+        return {"reused_tokens": self._engine.prompt_tokens_reused, "read_tokens": self._engine.prompt_tokens_read}
 
     @property
     def waiting(self) -> int:
