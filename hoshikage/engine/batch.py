@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 
 from hoshikage.engine.llama import BATCH_TOKENS, Chunk, LoadedModel, Prompt
-from hoshikage.engine.sampling import SamplingParams, new_sampler
+from hoshikage.engine.sampling import Sampler, SamplingParams
 from hoshikage.engine.text_stream import TextAssembler
 
 log = logging.getLogger("hoshikage.batch")
@@ -56,7 +56,7 @@ class _Sequence:
     job: Job
     index: int
     slot: _Slot
-    sampler: object
+    sampler: Sampler
     limit: int
     assembler: TextAssembler
     pending: list[int]  # prompt tokens not evaluated yet
@@ -139,7 +139,7 @@ class BatchEngine:
             log.debug("prompt cache: %d of %d prompt tokens reused", reused, len(tokens))
 
     def _start(self, job, index, slot, limit, pending, position, leader) -> _Sequence:
-        sequence = _Sequence(job, index, slot, new_sampler(job.sampling, self.model.n_vocab, index), limit,
+        sequence = _Sequence(job, index, slot, Sampler(job.sampling, self.model.n_vocab, index), limit,
                              TextAssembler(job.prompt.stop), pending, position, leader, order=self._admitted)
         slot.sequence = sequence
         slot.last_used = self._steps
@@ -169,7 +169,7 @@ class BatchEngine:
             for follower in followers:
                 self._fork(sequence, follower)
             for each in [sequence, *followers]:
-                token = self._llama.llama_sampler_sample(each.sampler, self._ctx, batch_index)
+                token = each.sampler.sample(self._ctx, batch_index)
                 self._accept(each, token)
 
     def _fill_batch(self) -> list[tuple[_Sequence, int]]:
@@ -233,7 +233,7 @@ class BatchEngine:
         if tail and reason != "cancelled":
             sequence.job.emit(Chunk(tail, index=sequence.index))
         sequence.job.emit(Chunk("", reason, len(sequence.job.prompt.tokens), sequence.generated, sequence.index))
-        self._llama.llama_sampler_free(sequence.sampler)
+        sequence.sampler.close()
         sequence.slot.sequence = None
         sequence.slot.last_used = self._steps
         if sequence.pending or sequence.leader is not None:
@@ -248,7 +248,7 @@ class BatchEngine:
         jobs = {id(slot.sequence.job): slot.sequence.job for slot in self._slots if slot.sequence is not None}
         for slot in self._slots:
             if slot.sequence is not None:
-                self._llama.llama_sampler_free(slot.sequence.sampler)
+                slot.sequence.sampler.close()
                 slot.sequence = None
             self._forget(slot)
         for job in jobs.values():
