@@ -57,6 +57,7 @@ class TokenStream:
     def __init__(self, loop: asyncio.AbstractEventLoop, choices: int = 1):
         self._loop = loop
         self._queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
+        self._held: collections.deque[Chunk | BaseException] = collections.deque()  # for the next hand-over
         self._consumed = threading.Event()
         self._unfinished = choices
         self.cancelled = threading.Event()
@@ -73,6 +74,28 @@ class TokenStream:
         self._consumed.clear()
         self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
+    def hold(self, item: Chunk | BaseException) -> None:
+        """Keep ITEM for hand_over(), after the step."""
+        self._consumed.clear()
+        self._held.append(item)
+
+    @staticmethod
+    def hand_over(streams: list[TokenStream]) -> None:
+        """Pass what STREAMS hold to their consumers, waking each event loop once."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[TokenStream]] = collections.defaultdict(list)
+        for stream in streams:
+            by_loop[stream._loop].append(stream)
+        for loop, group in by_loop.items():
+            loop.call_soon_threadsafe(TokenStream._release, group)
+
+    @staticmethod
+    def _release(streams: list[TokenStream]) -> None:  # on the event loop
+        for stream in streams:
+            # popleft() until empty, not a swap: the worker may append meanwhile
+            # (after HANDOVER_WAIT); what it adds now goes with the next hand-over.
+            while stream._held:
+                stream._queue.put_nowait(stream._held.popleft())
+
     def mark_started_threadsafe(self) -> None:
         self._loop.call_soon_threadsafe(self.started.set)
 
@@ -82,7 +105,7 @@ class TokenStream:
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         while not self.finished:
-            if self._queue.empty():
+            if self._queue.empty() and not self._held:
                 self._consumed.set()  # everything handed over is sent: the worker may go on
             item = await self._queue.get()
             if isinstance(item, BaseException):
@@ -159,7 +182,7 @@ class ModelScheduler:
     # The worker thread -----------------------------------------------------
 
     def _emit(self, stream: TokenStream, item: Chunk | BaseException, unfinished: list[int]) -> None:
-        stream.put_threadsafe(item)
+        stream.hold(item)
         self._touched.add(stream)
         if isinstance(item, BaseException) or item.finish_reason is not None:
             unfinished[0] = 0 if isinstance(item, BaseException) else unfinished[0] - 1
@@ -180,12 +203,25 @@ class ModelScheduler:
             except Exception as error:  # noqa: BLE001 - a bug here must not leave clients waiting
                 log.exception("batch step failed on %s", self.model.entry.alias)
                 self._engine.fail_all(error)
-            deadline = time.monotonic() + TokenStream.HANDOVER_WAIT
-            for stream in self._touched:
-                stream.wait_consumed(deadline)
-            self._touched.clear()
+            self._hand_over(wait=True)
         self._engine.close()
+        self._hand_over(wait=False)
         self.model.close()
+
+    def _hand_over(self, wait: bool) -> None:
+        """Send what the step produced, in one wake-up of the event loop, after the step.
+
+        Sending each token the moment it is sampled would wake the event loop
+        while this thread still samples the other sequences, and the two would
+        trade the GIL at every ctypes call (0.6 ms a step with four sequences).
+        """
+        streams = list(self._touched)
+        self._touched.clear()
+        TokenStream.hand_over(streams)
+        if wait:
+            deadline = time.monotonic() + TokenStream.HANDOVER_WAIT
+            for stream in streams:
+                stream.wait_consumed(deadline)
 
     def _admit(self) -> None:
         """Start queued requests, oldest first, while their slots are free (lock held)."""
