@@ -48,8 +48,8 @@ class TokenStream:
     llama.cpp's threads already fill every core, the loop waking up in the
     middle of a decode step preempts one of them and stalls the whole step at
     its barrier; taking turns costs less than that and still sends every
-    token the moment it exists. A slow client cannot stall the batch: after
-    HANDOVER_WAIT the worker goes on without it.
+    token as soon as the step that made it ends. A slow client cannot stall
+    the batch: after HANDOVER_WAIT the worker goes on without it.
     """
 
     HANDOVER_WAIT = 0.05  # seconds
