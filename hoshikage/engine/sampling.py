@@ -39,15 +39,17 @@ class Sampler:
         # 3% of a step with four sequences; the argmax takes 0.03 ms.
         penalised = bool(params.presence_penalty or params.frequency_penalty)
         self._chain = None if params.temperature <= 0 and not penalised else _chain(params, seed_offset)
+        if self._chain is None:
+            import numpy  # already loaded by llama_cpp
+
+            self._numpy = numpy
 
     def sample(self, context, batch_index: int) -> int:
         """The next token, from the logits of BATCH_INDEX in the last decoded batch."""
         if self._chain is not None:
             return self._llama.llama_sampler_sample(self._chain, context, batch_index)
-        import numpy
-
         logits = self._llama.llama_get_logits_ith(context, batch_index)
-        return int(numpy.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
+        return int(self._numpy.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
 
     def close(self) -> None:
         if self._chain is not None:

@@ -70,10 +70,6 @@ class TokenStream:
         self._consumed.set()
 
     # Called from the worker thread.
-    def put_threadsafe(self, item: Chunk | BaseException) -> None:
-        self._consumed.clear()
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-
     def hold(self, item: Chunk | BaseException) -> None:
         """Keep ITEM for hand_over(), after the step."""
         self._consumed.clear()
@@ -181,9 +177,13 @@ class ModelScheduler:
 
     # The worker thread -----------------------------------------------------
 
-    def _emit(self, stream: TokenStream, item: Chunk | BaseException, unfinished: list[int]) -> None:
+    def _send(self, stream: TokenStream, item: Chunk | BaseException) -> None:
+        """Queue ITEM for the hand-over after this step."""
         stream.hold(item)
         self._touched.add(stream)
+
+    def _emit(self, stream: TokenStream, item: Chunk | BaseException, unfinished: list[int]) -> None:
+        self._send(stream, item)
         if isinstance(item, BaseException) or item.finish_reason is not None:
             unfinished[0] = 0 if isinstance(item, BaseException) else unfinished[0] - 1
             if unfinished[0] == 0:
@@ -230,7 +230,7 @@ class ModelScheduler:
             if stream.cancelled.is_set():  # the client left while it waited its turn
                 self._queue.popleft()
                 for index in range(job.n):
-                    stream.put_threadsafe(Chunk("", "cancelled", len(job.prompt.tokens), 0, index))
+                    self._send(stream, Chunk("", "cancelled", len(job.prompt.tokens), 0, index))
                 continue
             if self._engine.free_slots < job.n:
                 return

@@ -24,11 +24,14 @@ def reference(gemma_path):
     llm.close()
 
 
+def _load(gemma_path, **options) -> LoadedModel:
+    entry = ModelEntry("gemma", str(gemma_path), CONTEXT, None, "gemma", False, 0.0, None)
+    return LoadedModel.load(entry, LoadOptions(context_length=CONTEXT, gpu_layers=0, threads=2, **options))
+
+
 def _generate(gemma_path, tokens: list[int], max_tokens: int) -> str:
     # Repacked weights, as llama-cpp-python's Llama uses them, so the numerics match.
-    entry = ModelEntry("gemma", str(gemma_path), CONTEXT, None, "gemma", False, 0.0, None)
-    model = LoadedModel.load(entry, LoadOptions(context_length=CONTEXT, gpu_layers=0, threads=2, slots=2,
-                                                batch_invariant=False))
+    model = _load(gemma_path, slots=2, batch_invariant=False)
 
     async def run() -> str:
         scheduler = ModelScheduler(model, max_waiting=1)
@@ -55,8 +58,7 @@ def test_the_greedy_shortcut_picks_what_llama_cpp_greedy_sampler_picks(gemma_pat
 
     from hoshikage.engine.sampling import Sampler
 
-    entry = ModelEntry("gemma", str(gemma_path), CONTEXT, None, "gemma", False, 0.0, None)
-    model = LoadedModel.load(entry, LoadOptions(context_length=CONTEXT, gpu_layers=0, threads=2, slots=1))
+    model = _load(gemma_path, slots=1)
     text = "The lighthouse keeper counted the waves, the gulls and the ships that passed the rocks at night."
     tokens = reference.tokenize(text.encode(), add_bos=True)
     batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
