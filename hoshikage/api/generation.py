@@ -104,6 +104,11 @@ async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[
             code="context_length_exceeded") from None
     except ValueError as error:  # a chat template's raise_exception, a bad token id
         raise invalid(str(error), param="messages" if hasattr(parsed, "messages") else "prompt") from None
+    vocabulary = scheduler.model.n_vocab
+    outside = next((token for token, _ in parsed.sampling.logit_bias if token >= vocabulary), None)
+    if outside is not None:
+        raise invalid(f"'logit_bias' names token {outside}, outside the vocabulary of '{parsed.model}' "
+                      f"(0..{vocabulary - 1})", param="logit_bias")
     try:
         return scheduler.submit(prompt, parsed.sampling, parsed.max_tokens, parsed.n)
     except TooManyChoices as error:

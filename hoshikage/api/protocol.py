@@ -20,16 +20,17 @@ MAX_STOP_SEQUENCES = 4
 
 _COMMON_FIELDS = {
     "model", "max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty",
-    "frequency_penalty", "stream", "stream_options", "user", "n",
+    "frequency_penalty", "stream", "stream_options", "user", "n", "logit_bias",
+    "ignore_eos",  # llama-server's extension: generate to max_tokens, past end-of-generation tokens
 }
 CHAT_FIELDS = _COMMON_FIELDS | {"messages", "max_completion_tokens"}
 COMPLETION_FIELDS = _COMMON_FIELDS | {"prompt"}
 # Known to OpenAI, not implemented here: reject rather than silently differ.
 UNSUPPORTED = {"tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs",
-               "response_format", "logit_bias", "best_of", "echo", "suffix", "audio", "modalities"}
+               "response_format", "best_of", "echo", "suffix", "audio", "modalities"}
 # Harmless when left at their neutral value.
 NEUTRAL = {"logprobs": (None, False), "top_logprobs": (None, 0), "response_format": (None, {"type": "text"}),
-           "echo": (None, False), "best_of": (None, 1), "logit_bias": (None, {}), "tools": (None, []),
+           "echo": (None, False), "best_of": (None, 1), "tools": (None, []),
            "tool_choice": (None, "none", "auto"), "suffix": (None, ""), "functions": (None, []),
            "function_call": (None, "none", "auto"), "modalities": (None, ["text"]), "audio": (None,)}
 
@@ -104,6 +105,8 @@ def _parse_common(body: dict[str, Any], known: set[str]) -> dict[str, Any]:
         presence_penalty=_optional_number(body, "presence_penalty", -2.0, 2.0, default=0.0),
         frequency_penalty=_optional_number(body, "frequency_penalty", -2.0, 2.0, default=0.0),
         seed=seed,
+        logit_bias=_parse_logit_bias(body.get("logit_bias")),
+        ignore_eos=_optional_bool(body, "ignore_eos"),
     )
     return {
         "model": model,
@@ -152,6 +155,33 @@ def _optional_number(body: dict[str, Any], name: str, low: float, high: float, *
     if not low <= value <= high:
         raise invalid(f"'{name}' must be between {low:g} and {high:g}, got {value}", param=name)
     return float(value)
+
+
+def _optional_bool(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise invalid(f"'{name}' must be a boolean", param=name)
+    return value
+
+
+def _parse_logit_bias(value: Any) -> tuple[tuple[int, float], ...]:
+    """OpenAI's {"token id": bias in [-100, 100]}; whether each id is in the vocabulary is checked later."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise invalid("'logit_bias' must be an object mapping token ids to numbers", param="logit_bias")
+    biases = []
+    for key, bias in value.items():
+        if not (isinstance(key, str) and key.isascii() and key.isdigit()):
+            raise invalid(f"'logit_bias' keys must be token ids (non-negative integers), got {key!r}",
+                          param="logit_bias")
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not -100 <= bias <= 100:
+            raise invalid(f"'logit_bias[{key}]' must be a number between -100 and 100, got {bias!r}",
+                          param="logit_bias")
+        biases.append((int(key), float(bias)))
+    return tuple(sorted(biases))
 
 
 def _parse_stop(value: Any) -> tuple[str, ...]:

@@ -139,7 +139,8 @@ class BatchEngine:
             log.debug("prompt cache: %d of %d prompt tokens reused", reused, len(tokens))
 
     def _start(self, job, index, slot, limit, pending, position, leader) -> _Sequence:
-        sequence = _Sequence(job, index, slot, Sampler(job.sampling, self.model.n_vocab, index), limit,
+        ends = self.model.end_of_generation_tokens if job.sampling.ignore_eos else ()
+        sequence = _Sequence(job, index, slot, Sampler(job.sampling, self.model.n_vocab, index, ends), limit,
                              TextAssembler(job.prompt.stop), pending, position, leader, order=self._admitted)
         slot.sequence = sequence
         slot.last_used = self._steps

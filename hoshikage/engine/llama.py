@@ -79,6 +79,7 @@ class LoadedModel:
         self.file_size = Path(entry.path).stat().st_size
         self.n_vocab: int = model.n_vocab()
         self._pieces: dict[int, bytes] = {}
+        self._end_of_generation: tuple[int, ...] | None = None
 
     @classmethod
     def load(cls, entry: ModelEntry, options: LoadOptions, path: Path | None = None) -> LoadedModel:
@@ -147,6 +148,14 @@ class LoadedModel:
         import llama_cpp
 
         return llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
+
+    @property
+    def end_of_generation_tokens(self) -> tuple[int, ...]:
+        """Every token that ends generation (eos, eot, <end_of_turn>, ...), found once when first asked."""
+        if self._end_of_generation is None:
+            self._end_of_generation = tuple(token for token in range(self.n_vocab)
+                                            if self.is_end_of_generation(token))
+        return self._end_of_generation
 
     # Prompts ---------------------------------------------------------------
 

@@ -32,6 +32,8 @@ CASES = [
     ("stop-type", "POST", "/v1/chat/completions", {"json": _chat(stop=5)}, 400, "stop", None),
     ("stream-options-without-stream", "POST", "/v1/chat/completions",
      {"json": _chat(stream_options={"include_usage": True})}, 400, "stream_options", None),
+    ("logit-bias-outside-vocabulary", "POST", "/v1/chat/completions",
+     {"json": _chat(logit_bias={"999999999": 1})}, 400, "logit_bias", None),
     ("tools-unsupported", "POST", "/v1/chat/completions",
      {"json": _chat(tools=[{"type": "function", "function": {"name": "f"}}])}, 400, "tools", "unsupported_parameter"),
     ("n-zero", "POST", "/v1/chat/completions", {"json": _chat(n=0)}, 400, "n", None),

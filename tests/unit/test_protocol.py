@@ -66,9 +66,22 @@ def test_neutral_values_of_unsupported_fields_pass():
     ({"user": 5}, "user"),
     ({"logprobs": True}, "logprobs"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"logit_bias": [1, 2]}, "logit_bias"),
+    ({"logit_bias": {"-1": 5}}, "logit_bias"),
+    ({"logit_bias": {"cat": 5}}, "logit_bias"),
+    ({"logit_bias": {"7": 101}}, "logit_bias"),
+    ({"logit_bias": {"7": "up"}}, "logit_bias"),
+    ({"ignore_eos": "yes"}, "ignore_eos"),
 ])
 def test_bad_fields_name_their_param(changes, param):
     assert param_of({**CHAT, **changes}) == param
+
+
+def test_logit_bias_and_ignore_eos():
+    sampling = parse_chat_request({**CHAT, "logit_bias": {"12": -100, "3": 2.5}, "ignore_eos": True}).sampling
+    assert sampling.logit_bias == ((3, 2.5), (12, -100.0))
+    assert sampling.ignore_eos
+    assert parse_chat_request(CHAT).sampling.logit_bias == () and not parse_chat_request(CHAT).sampling.ignore_eos
 
 
 def test_completion_prompts():
