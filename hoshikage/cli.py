@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("path", type=Path)
     add.add_argument("alias")
     add.add_argument("--ctx", type=int, help="context length (default: the daemon's context_length)")
-    add.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (-1: all)")
+    add.add_argument("--gpu-layers", type=_gpu_layers, metavar="auto|N",
+                     help="layers to offload to the GPU: auto (all that fit), -1 (all) or a number")
     add.add_argument("--chat-format", help="jinja (the GGUF's template), gemma, chatml or llama-3")
     add.add_argument("--import", dest="import_file", action="store_true",
                      help="copy the file into the state directory (needed for files under /home or /tmp)")
@@ -80,10 +81,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, args) -> int:
-    from hoshikage.daemon import serve
     from hoshikage.logs import setup_logging
 
     setup_logging(settings.log_level)
+    # Before anything else loads numpy or starts a thread: see engine/native.py.
+    from hoshikage.engine.native import start_backends
+
+    start_backends()
+    from hoshikage.daemon import serve
+
     return serve(settings)
 
 
@@ -162,6 +168,15 @@ def _show(settings: Settings, args) -> int:
     return 0
 
 
+def _gpu_layers(text: str) -> int | str:
+    from hoshikage.engine.offload import parse_gpu_layers
+
+    try:
+        return parse_gpu_layers(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _params(count: int | None) -> str:
     if not count:
         return "?"
@@ -191,11 +206,18 @@ def _status(settings: Settings, args) -> int:
     daemon = report.get("daemon", {})
     if report.get("status_text"):
         console.print(report["status_text"])
-    console.print(f"up {daemon.get('uptime_seconds', 0):.0f} s, {daemon.get('requests_served', 0)} requests served, "
-                  f"queue: {daemon.get('queue', {})}")
+    queue = daemon.get("queue", {})
+    console.print(f"up {daemon.get('uptime_seconds', 0):.0f} s, {daemon.get('requests_served', 0)} requests served; "
+                  f"{queue.get('running', 0)} generating, {queue.get('waiting', 0)} waiting", soft_wrap=True)
+    for device in daemon.get("devices", []):
+        if device["kind"] != "cpu":
+            console.print(f"  {device['description'] or device['name']}: {_size(device['free_bytes'])} free of "
+                          f"{_size(device['total_bytes'])}", soft_wrap=True)
     for model in daemon.get("loaded_models", []):
+        place = (f"on {model['device']} ({model['gpu_layers']} layers, {_size(model['device_bytes'])} of GPU memory)"
+                 if model.get("gpu_layers") else "on the CPU")
         console.print(f"  {model['model']}: {model['size_bytes'] / 2**20:.0f} MiB, context "
-                      f"{model['context_length']}, idle {model['idle_seconds']:.0f} s")
+                      f"{model['context_length']}, {place}, idle {model['idle_seconds']:.0f} s", soft_wrap=True)
     return 0
 
 

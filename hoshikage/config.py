@@ -101,6 +101,12 @@ def _listen_list(value: Any) -> tuple[str, ...]:
     return tuple(result)
 
 
+def _gpu_layers(value: Any) -> int | str:
+    from hoshikage.engine.offload import parse_gpu_layers
+
+    return parse_gpu_layers(value)
+
+
 def _log_level(value: Any) -> str:
     level = str(value).strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -179,14 +185,18 @@ OPTIONS: tuple[Option, ...] = (
            "decode threads per model (default: physical cores)"),
     Option("context_length", _positive_int, lambda: 4096,
            "context window for models registered without --ctx"),
-    Option("gpu_layers", _int, lambda: 0,
-           "layers to offload for models registered without --gpu-layers (-1: all)"),
+    Option("gpu_layers", _gpu_layers, lambda: "auto",
+           "layers to offload for models registered without --gpu-layers: auto (all that fit the GPU), "
+           "-1 (all) or a number"),
     Option("flash_attn", _bool, lambda: True,
            "flash attention (llama-server's default too; ~9% faster decode on CPU here)"),
     Option("prompt_cache_min_tokens", _non_negative_int, lambda: 256,
            "reuse the KV cache of a shared prompt prefix at least this long"),
     Option("memory_budget_mib", _non_negative_int, lambda: 0,
            "memory all loaded models may take together (0: three quarters of RAM)"),
+    Option("gpu_memory_budget_mib", _non_negative_int, lambda: 0,
+           "GPU memory all loaded models may take together (0: what the GPUs have free at the first "
+           "load, less 1 GiB)"),
     Option("batch_invariant", _bool, lambda: True,
            "same greedy text alone or batched: skip llama.cpp's repacked weight kernels, whose "
            "rounding depends on how many tokens share a step"),
@@ -225,10 +235,11 @@ class Settings:
     max_clusters: int
     threads: int
     context_length: int
-    gpu_layers: int
+    gpu_layers: int | str
     flash_attn: bool
     prompt_cache_min_tokens: int
     memory_budget_mib: int
+    gpu_memory_budget_mib: int
     batch_invariant: bool
     slots: int
     max_queue: int

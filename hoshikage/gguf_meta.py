@@ -73,6 +73,12 @@ class GGUFInfo:
         return self.metadata.get("tokenizer.chat_template")
 
     @property
+    def layers(self) -> int | None:
+        """Repeating blocks: what llama.cpp counts as layers when it offloads."""
+        value = self.metadata.get(f"{self.architecture}.block_count")
+        return int(value) if value is not None else None
+
+    @property
     def kv_bytes_per_token(self) -> int | None:
         """Bytes of f16 KV cache one token of context costs, from the attention shape."""
         arch = self.architecture
@@ -98,6 +104,7 @@ class GGUFInfo:
             "context_length": self.context_length,
             "has_chat_template": self.chat_template is not None,
             "kv_bytes_per_token": self.kv_bytes_per_token,
+            "layers": self.layers,
             "size_bytes": self.file_size,
             "gguf_version": self.version,
         }

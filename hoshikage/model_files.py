@@ -33,7 +33,7 @@ def register_model(
     alias: str,
     *,
     context_length: int | None = None,
-    gpu_layers: int | None = None,
+    gpu_layers: int | str | None = None,
     chat_format: str | None = None,
     import_file: bool = False,
     replace: bool = False,

@@ -36,7 +36,7 @@ class ModelEntry:
     alias: str
     path: str
     context_length: int | None = None  # None: the daemon's default
-    gpu_layers: int | None = None
+    gpu_layers: int | str | None = None  # None: the daemon's gpu_layers; "auto", -1 (all) or a count
     chat_format: str | None = None  # None: the GGUF's template, else a guess by architecture
     imported: bool = False  # True when the file lives in the state directory
     added_at: float = 0.0

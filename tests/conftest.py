@@ -69,7 +69,8 @@ def free_tcp_port() -> int:
 class Daemon:
     """A real `hoshikage serve` process, ready when it says READY=1 over sd_notify."""
 
-    def __init__(self, state_dir: Path, extra_env: dict[str, str] | None = None, *args: str):
+    def __init__(self, state_dir: Path, extra_env: dict[str, str] | None = None, *args: str,
+                 launcher: tuple[str, ...] = ("-m", "hoshikage")):
         self.state_dir = state_dir
         self.port = free_tcp_port()
         self.unix_path = state_dir / "hoshikage.sock"
@@ -81,7 +82,7 @@ class Daemon:
         env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), **(extra_env or {})}
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hoshikage", "--state-dir", str(state_dir), "serve",
+            [sys.executable, *launcher, "--state-dir", str(state_dir), "serve",
              "--listen", f"tcp:127.0.0.1:{self.port}", "--listen", f"unix:{self.unix_path}", *args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
         )

@@ -15,6 +15,7 @@ from hoshikage.api import keys, openai, status
 from hoshikage.api.auth import api_key_middleware
 from hoshikage.api.errors import error_middleware
 from hoshikage.config import Settings
+from hoshikage.engine import native
 from hoshikage.engine.llama import LoadOptions
 from hoshikage.engine.models import ModelPool
 from hoshikage.registry import Registry
@@ -37,7 +38,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         flash_attn=settings.flash_attn,
         prompt_cache_min_tokens=settings.prompt_cache_min_tokens, slots=settings.slots,
         batch_invariant=settings.batch_invariant), settings.ramdisk_path,
-        max_waiting=settings.max_queue, budget_bytes=settings.memory_budget_mib * 2**20)
+        max_waiting=settings.max_queue, budget_bytes=settings.memory_budget_mib * 2**20,
+        devices=native.device_report, device_budget_bytes=settings.gpu_memory_budget_mib * 2**20)
     app.on_response_prepare.append(_add_request_id)
     app.on_response_prepare.append(_close_when_draining)
     openai.setup_routes(app)

@@ -23,6 +23,9 @@ async def status(request: web.Request) -> web.Response:
         "version": __version__,
         "uptime_seconds": round(activity.uptime(), 1),
         "loaded_models": models,
+        # llama.cpp's devices, memory as they report it now; the GPU budget the pool places models in.
+        "devices": request.app[keys.POOL].describe_devices(),
+        "gpu_memory_budget_bytes": request.app[keys.POOL].device_budget_bytes,
         "registered_models": sorted(request.app[keys.REGISTRY].entries()),
         "queue": {
             "in_flight_requests": activity.in_flight,

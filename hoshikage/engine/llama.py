@@ -51,7 +51,7 @@ class Chunk:
 @dataclasses.dataclass(frozen=True)
 class LoadOptions:
     context_length: int
-    gpu_layers: int
+    gpu_layers: int | str  # "auto" or a layer count (-1: all), for entries that name none
     threads: int
     flash_attn: bool = True
     prompt_cache_min_tokens: int = 256
@@ -82,8 +82,12 @@ class LoadedModel:
         self._end_of_generation: tuple[int, ...] | None = None
 
     @classmethod
-    def load(cls, entry: ModelEntry, options: LoadOptions, path: Path | None = None) -> LoadedModel:
-        """Load ENTRY, from PATH when given (its copy in the RAM disk)."""
+    def load(cls, entry: ModelEntry, options: LoadOptions, path: Path | None = None,
+             gpu_layers: int = 0) -> LoadedModel:
+        """Load ENTRY, from PATH when given (its copy in the RAM disk), with GPU_LAYERS offloaded.
+
+        The layer count is the pool's decision (engine/offload.py), never "auto" here.
+        """
         import llama_cpp
         from llama_cpp import _internals
 
@@ -93,7 +97,7 @@ class LoadedModel:
         if not Path(entry.path).is_file():
             raise ModelLoadError(f"model file for {entry.alias!r} is missing: {entry.path}")
         model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = entry.gpu_layers if entry.gpu_layers is not None else options.gpu_layers
+        model_params.n_gpu_layers = gpu_layers
         # Repacked weights use one kernel for a single row and another for blocks
         # of rows, which round differently: a request's tokens would come out a
         # little different depending on how many other requests share the step.

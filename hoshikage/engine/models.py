@@ -6,11 +6,13 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from hoshikage.engine import ramdisk
-from hoshikage.engine.budget import default_budget_bytes, estimated_bytes
+from hoshikage.engine import offload, ramdisk
+from hoshikage.engine.budget import default_budget_bytes, model_shape
 from hoshikage.engine.llama import LoadedModel, LoadOptions, ModelLoadError
+from hoshikage.engine.native import Device, offload_devices
 from hoshikage.engine.scheduler import ModelScheduler
 from hoshikage.registry import ModelEntry, Registry
 
@@ -26,30 +28,46 @@ class UnknownModel(Exception):
 class ModelTooLarge(Exception):
     """The model alone needs more than the whole memory budget: it can never be loaded."""
 
-    def __init__(self, alias: str, needed: int, budget: int):
+    def __init__(self, alias: str, needed: int, budget: int, where: str = "memory"):
         super().__init__(f"model '{alias}' needs about {needed / 2**20:.0f} MiB, more than the whole "
-                         f"memory budget of {budget / 2**20:.0f} MiB")
+                         f"{where} budget of {budget / 2**20:.0f} MiB")
 
 
 class BudgetBusy(Exception):
     """The budget is taken by models that are serving requests right now."""
 
 
+# Device memory left to the driver, other processes and llama.cpp's own
+# allocations beyond the estimate (llama.cpp's --fit keeps the same margin).
+DEVICE_RESERVE_BYTES = 2**30
+
+
 @dataclasses.dataclass
 class _Slot:
     scheduler: ModelScheduler
     last_used: float
-    estimated_bytes: int
+    plan: offload.OffloadPlan
 
 
 class ModelPool:
+    """Loaded models within two budgets: host memory and GPU memory, each counted on its own.
+
+    DEVICES reports llama.cpp's devices and their memory (engine/native.py);
+    the GPU budget is what they had free when first asked, less a reserve,
+    unless DEVICE_BUDGET_BYTES says otherwise.
+    """
+
     def __init__(self, registry: Registry, options: LoadOptions, ramdisk_path: Path | None = None,
-                 max_waiting: int = 32, budget_bytes: int = 0):
+                 max_waiting: int = 32, budget_bytes: int = 0,
+                 devices: Callable[[], list[Device]] = list, device_budget_bytes: int = 0):
         self.registry = registry
         self.options = options
         self.max_waiting = max_waiting
         self.budget_bytes = budget_bytes or default_budget_bytes()
         self.ramdisk_path = ramdisk_path
+        self._devices = devices
+        self._device_budget_bytes = device_budget_bytes
+        self._gpus: list[Device] | None = None  # asked once, when a model is first placed
         self._slots: dict[str, _Slot] = {}
         self._loading: dict[str, asyncio.Lock] = {}
         self.last_event = ""  # the latest load or unload, for a person reading `systemctl status`
@@ -71,10 +89,8 @@ class ModelPool:
                 await self._unload(alias)
                 slot = None
             if slot is None:
-                needed = estimated_bytes(entry, entry.context_length or self.options.context_length,
-                                         self.options.slots)
-                await self._make_room(alias, needed)
-                slot = _Slot(await self._load(entry), time.monotonic(), needed)
+                plan = await self._place(entry)
+                slot = _Slot(await self._load(entry, plan), time.monotonic(), plan)
                 self._slots[alias] = slot
             slot.last_used = time.monotonic()
             slot.scheduler.leases += 1
@@ -82,20 +98,52 @@ class ModelPool:
             ramdisk.touch_stamp(self.ramdisk_path)
         return slot.scheduler
 
-    async def _make_room(self, alias: str, needed: int) -> None:
-        """Unload least recently used idle models until NEEDED fits the budget."""
-        if needed > self.budget_bytes:
-            raise ModelTooLarge(alias, needed, self.budget_bytes)
-        while sum(slot.estimated_bytes for slot in self._slots.values()) + needed > self.budget_bytes:
+    @property
+    def device_budget_bytes(self) -> int:
+        """GPU memory all loaded models may take together (0 without a GPU)."""
+        if self._gpus is None:
+            self._gpus = offload_devices(self._devices())
+            if self._gpus and not self._device_budget_bytes:
+                free = sum(device.free_bytes for device in self._gpus)
+                self._device_budget_bytes = max(0, free - DEVICE_RESERVE_BYTES)
+        return self._device_budget_bytes if self._gpus else 0
+
+    async def _place(self, entry: ModelEntry) -> offload.OffloadPlan:
+        """Decide how ENTRY splits between host and GPU, unloading idle models until it fits both budgets."""
+        alias = entry.alias
+        shape = await asyncio.to_thread(model_shape, entry, entry.context_length or self.options.context_length,
+                                        self.options.slots)
+        requested = entry.gpu_layers if entry.gpu_layers is not None else self.options.gpu_layers
+        device_budget = self.device_budget_bytes
+        # As it would be placed with the GPU to itself: auto takes as many layers as fit then.
+        plan = offload.plan(requested, shape, device_budget, bool(self._gpus))
+        if plan.host_bytes > self.budget_bytes:
+            raise ModelTooLarge(alias, plan.host_bytes, self.budget_bytes)
+        if plan.device_bytes > device_budget:
+            raise ModelTooLarge(alias, plan.device_bytes, device_budget, "GPU memory")
+        while not self._fits(plan):
             idle = [(slot.last_used, other) for other, slot in self._slots.items() if not slot.scheduler.busy]
             if not idle:
+                if requested == offload.AUTO and self._fits(smaller := offload.plan(
+                        requested, shape, device_budget - self._used("device_bytes"), True)):
+                    log.info("%s gets %d of %d layers on the GPU: the rest of its memory is held by busy models",
+                             alias, smaller.gpu_layers, shape.offloadable, extra={"MODEL": alias})
+                    return smaller
                 raise BudgetBusy(alias)
             _, victim = min(idle)
-            log.info("unloading %s to make room for %s (memory budget %d MiB)", victim, alias,
-                     self.budget_bytes // 2**20, extra={"MODEL": victim})
+            log.info("unloading %s to make room for %s (memory budget %d MiB, GPU %d MiB)", victim, alias,
+                     self.budget_bytes // 2**20, device_budget // 2**20, extra={"MODEL": victim})
             await self._unload(victim)
+        return plan
 
-    async def _load(self, entry: ModelEntry) -> ModelScheduler:
+    def _used(self, side: str) -> int:
+        return sum(getattr(slot.plan, side) for slot in self._slots.values())
+
+    def _fits(self, plan: offload.OffloadPlan) -> bool:
+        return (self._used("host_bytes") + plan.host_bytes <= self.budget_bytes
+                and self._used("device_bytes") + plan.device_bytes <= self.device_budget_bytes)
+
+    async def _load(self, entry: ModelEntry, plan: offload.OffloadPlan) -> ModelScheduler:
         path = Path(entry.path)
         if self.ramdisk_path is not None:
             path = await asyncio.to_thread(ramdisk.stage, path, self.ramdisk_path,
@@ -103,7 +151,7 @@ class ModelPool:
         log.info("loading model %s from %s", entry.alias, path, extra={"MODEL": entry.alias})
         self.last_event = f"loading {entry.alias}"
         try:
-            model = await asyncio.to_thread(LoadedModel.load, entry, self.options, path)
+            model = await asyncio.to_thread(LoadedModel.load, entry, self.options, path, plan.gpu_layers)
         except ModelLoadError:
             self.last_event = f"{entry.alias} failed to load"
             raise
@@ -145,6 +193,15 @@ class ModelPool:
         for alias in list(self._slots):
             await self._unload(alias)
 
+    def _device_name(self, plan: offload.OffloadPlan) -> str:
+        if not plan.on_device or not self._gpus:
+            return "cpu"
+        return ", ".join(device.description or device.name for device in self._gpus)
+
+    def describe_devices(self) -> list[dict]:
+        """llama.cpp's devices with their memory now, and the GPU budget."""
+        return [device.describe() for device in self._devices()]
+
     def describe(self) -> list[dict]:
         now = time.monotonic()
         return [
@@ -152,7 +209,11 @@ class ModelPool:
                 "model": alias,
                 "path": slot.scheduler.model.entry.path,
                 "size_bytes": slot.scheduler.model.file_size,
-                "estimated_bytes": slot.estimated_bytes,
+                "estimated_bytes": slot.plan.host_bytes + slot.plan.device_bytes,
+                "device": self._device_name(slot.plan),
+                "gpu_layers": slot.plan.gpu_layers,
+                "device_bytes": slot.plan.device_bytes,
+                "host_bytes": slot.plan.host_bytes,
                 "context_length": slot.scheduler.model.context_length,
                 "chat_format": slot.scheduler.model.formatter.name,
                 "load_seconds": round(slot.scheduler.model.load_seconds, 3),

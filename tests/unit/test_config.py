@@ -106,3 +106,11 @@ def test_listen_addresses(text, parsed):
 def test_bad_listen_addresses(text):
     with pytest.raises(ValueError):
         parse_listen_address(text)
+
+
+def test_gpu_layers_default_to_auto_and_take_numbers(tmp_path):
+    assert settings(tmp_path).gpu_layers == "auto"
+    assert settings(tmp_path, environ={"HOSHIKAGE_GPU_LAYERS": "-1"}).gpu_layers == -1
+    assert settings(tmp_path, yaml_text="gpu_layers: 20\n").gpu_layers == 20
+    with pytest.raises(ConfigError, match=r"gpu_layers: must be 'auto', -1 \(all layers\) or a number"):
+        settings(tmp_path, environ={"HOSHIKAGE_GPU_LAYERS": "-5"})

@@ -1,0 +1,112 @@
+"""llama.cpp's native libraries and compute devices: started once, on the main thread, first.
+
+Why first and why here (issue 9): on a CUDA build the daemon died with a
+segmentation fault inside ``llama_model_load_from_file`` on its first
+request, whatever the settings, while llama-server from the same build served
+the same model. It crashed only when numpy (which starts OpenBLAS's thread
+pool as it is imported) was loaded before llama.cpp's libraries *and*
+llama.cpp's backends were first brought up on a worker thread: llama.cpp
+builds its backend registry lazily, on the first call that needs it, and on a
+CUDA build that first call initialises the CUDA driver and loads its
+libraries. Loading in the main thread, or llama.cpp's libraries before numpy,
+did not crash. This is the family of failures where a library with static
+thread-local storage is loaded after other threads exist (glibc's static TLS
+surplus is sized at start-up).
+
+So the daemon does what llama-server does: before any other thread exists
+and before numpy is imported, it loads llama.cpp's libraries, initialises the
+backends and asks every device for its memory, on the main thread
+(``start_backends``). Model loads on worker threads then find everything
+initialised. tests/integration/test_native_order.py guards the order in the
+real daemon process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import logging
+import sys
+import threading
+
+log = logging.getLogger("hoshikage.native")
+
+# ggml_backend_dev_type (ggml-backend.h)
+_DEVICE_KINDS = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel", 4: "meta"}
+OFFLOAD_KINDS = frozenset({"gpu", "igpu"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """One compute device as llama.cpp reports it."""
+    name: str
+    description: str
+    kind: str  # cpu, gpu, igpu, accel
+    free_bytes: int
+    total_bytes: int
+
+    def describe(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def start_backends() -> list[Device]:
+    """Load llama.cpp and bring up its backends here, on the main thread; return its devices."""
+    if threading.current_thread() is not threading.main_thread():
+        log.warning("llama.cpp's backends are being started off the main thread; CUDA builds may crash")
+    if "numpy" in sys.modules:
+        log.warning("numpy was imported before llama.cpp's libraries; CUDA builds may crash")
+    import llama_cpp  # loads libllama and the ggml libraries it links (then imports numpy)
+
+    llama_cpp.llama_backend_init()  # registers the backends: on CUDA, initialises the driver
+    devices = device_report()
+    gpus = offload_devices(devices)
+    log.info("compute devices: %s", ", ".join(
+        f"{device.description or device.name} ({device.kind}, {device.free_bytes / 2**30:.1f} of "
+        f"{device.total_bytes / 2**30:.1f} GiB free)" for device in gpus) or "CPU only")
+    return devices
+
+
+def device_report() -> list[Device]:
+    """Every device llama.cpp knows, with its memory now (free and total bytes)."""
+    api = _DeviceAPI()
+    devices = []
+    for index in range(api.count()):
+        handle = api.get(index)
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        api.memory(handle, ctypes.byref(free), ctypes.byref(total))
+        devices.append(Device(name=(api.name(handle) or b"").decode(errors="replace"),
+                              description=(api.description(handle) or b"").decode(errors="replace"),
+                              kind=_DEVICE_KINDS.get(api.kind(handle), "other"),
+                              free_bytes=free.value, total_bytes=total.value))
+    return devices
+
+
+def offload_devices(devices: list[Device]) -> list[Device]:
+    """The devices llama.cpp offloads layers to."""
+    return [device for device in devices if device.kind in OFFLOAD_KINDS]
+
+
+class _DeviceAPI:
+    """ggml's device functions, which llama-cpp-python does not bind.
+
+    They live in libggml and libggml-base; looking them up through libllama's
+    handle finds them, since dlsym searches a library's dependencies too.
+    """
+
+    def __init__(self):
+        from llama_cpp import llama_cpp as bindings
+
+        lib = bindings._lib
+        self.count = _function(lib.ggml_backend_dev_count, ctypes.c_size_t)
+        self.get = _function(lib.ggml_backend_dev_get, ctypes.c_void_p, ctypes.c_size_t)
+        self.name = _function(lib.ggml_backend_dev_name, ctypes.c_char_p, ctypes.c_void_p)
+        self.description = _function(lib.ggml_backend_dev_description, ctypes.c_char_p, ctypes.c_void_p)
+        self.kind = _function(lib.ggml_backend_dev_type, ctypes.c_int, ctypes.c_void_p)
+        self.memory = _function(lib.ggml_backend_dev_memory, None, ctypes.c_void_p,
+                                ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t))
+
+
+def _function(symbol, restype, *argtypes):
+    symbol.restype = restype
+    symbol.argtypes = list(argtypes)
+    return symbol
