@@ -60,19 +60,21 @@ def holding_the_slot(daemon):
 
 def test_beyond_the_queue_is_429_with_retry_after(patient_queue_daemon):
     daemon = patient_queue_daemon
-    with holding_the_slot(daemon), concurrent.futures.ThreadPoolExecutor(1) as pool:
-        waiting = pool.submit(httpx.post, f"{daemon.base_url}/v1/chat/completions", json=SHORT, timeout=120)
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{daemon.base_url}/v1/status").json()["queue"]["waiting"] < 1:
-            # The daemon's own count: no event to await.
-            assert time.monotonic() < deadline, "the request never queued"
-        refused = httpx.post(f"{daemon.base_url}/v1/chat/completions", json=SHORT, timeout=30)
-        assert refused.status_code == 429
-        assert int(refused.headers["Retry-After"]) > 0
-        assert refused.json()["error"]["code"] == "queue_full"
-        assert not waiting.done()  # its turn has not come while the slot is held
-    # The queued request is served once the slot comes free: never lost or failed.
-    assert waiting.result().status_code == 200
+    # The pool outlives the hold: leaving the block releases the slot first.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with holding_the_slot(daemon):
+            waiting = pool.submit(httpx.post, f"{daemon.base_url}/v1/chat/completions", json=SHORT, timeout=120)
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{daemon.base_url}/v1/status").json()["queue"]["waiting"] < 1:
+                # The daemon's own count: no event to await.
+                assert time.monotonic() < deadline, "the request never queued"
+            refused = httpx.post(f"{daemon.base_url}/v1/chat/completions", json=SHORT, timeout=30)
+            assert refused.status_code == 429
+            assert int(refused.headers["Retry-After"]) > 0
+            assert refused.json()["error"]["code"] == "queue_full"
+            assert not waiting.done()  # its turn has not come while the slot is held
+        # The queued request is served once the slot comes free: never lost or failed.
+        assert waiting.result().status_code == 200
 
 
 def test_a_turn_that_never_comes_is_503_with_retry_after(small_queue_daemon):
