@@ -46,7 +46,8 @@ class Level:
     tokens: float  # mean tokens a request received (a server that cuts streams off shows it here)
 
 
-def measure_level(port: int, clients: int, rounds: int, tokens: int, serial: list[int]) -> Level:
+def measure_level(port: int, clients: int, rounds: int, tokens: int, serial: list[int],
+                  extra: dict | None = None) -> Level:
     aggregates, stream_rates, ttfts, counts = [], [], [], []
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         for _ in range(rounds):
@@ -55,7 +56,7 @@ def measure_level(port: int, clients: int, rounds: int, tokens: int, serial: lis
                 serial[0] += 1  # a different opening each request: nothing answers from a cached prompt
                 prompts.append(f"Story number {serial[0]}. {STORY}")
             began = time.perf_counter()
-            results = list(pool.map(lambda prompt: stream_arrivals(port, prompt, tokens), prompts))
+            results = list(pool.map(lambda prompt: stream_arrivals(port, prompt, tokens, extra), prompts))
             ended = max((arrivals[-1] for _, arrivals in results if arrivals), default=time.perf_counter())
             aggregates.append(sum(len(arrivals) for _, arrivals in results) / (ended - began))
             for started, arrivals in results:

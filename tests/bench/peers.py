@@ -81,10 +81,10 @@ def hoshikage_server(model: Path, threads: int, ctx: int, slots: int = 1, env: d
     return running(command, f"http://127.0.0.1:{port}/health", {"HOSHIKAGE_CONFIG": os.devnull, **(env or {})}), port
 
 
-def llama_server(binary: Path, model: Path, threads: int, ctx: int, parallel: int = 1):
+def llama_server(binary: Path, model: Path, threads: int, ctx: int, parallel: int = 1, *extra: str):
     port = free_port()
     command = [str(binary), "-m", str(model), "-t", str(threads), "-tb", str(threads),
-               "-c", str(ctx * parallel), "-np", str(parallel), "--port", str(port), "--host", "127.0.0.1"]
+               "-c", str(ctx * parallel), "-np", str(parallel), "--port", str(port), "--host", "127.0.0.1", *extra]
     return running(command, f"http://127.0.0.1:{port}/health"), port
 
 
@@ -96,14 +96,15 @@ def llama_cpp_python_server(model: Path, threads: int, ctx: int):
     return running(command, f"http://127.0.0.1:{port}/v1/models"), port
 
 
-def stream_arrivals(port: int, prompt: str, max_tokens: int) -> tuple[float, list[float]]:
+def stream_arrivals(port: int, prompt: str, max_tokens: int, extra: dict | None = None) -> tuple[float, list[float]]:
     """Start time and token arrival times of one streamed greedy /v1/completions request.
 
     A server that drops the stream (llama_cpp.server interrupts a running
-    request when another arrives) leaves it with the tokens it got.
+    request when another arrives) leaves it with the tokens it got. EXTRA is
+    added to the body (ignore_eos, for models whose end token comes early).
     """
     body = {"model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-            "stream": True, "cache_prompt": False}
+            "stream": True, "cache_prompt": False, **(extra or {})}
     arrivals: list[float] = []
     started = time.perf_counter()
     try:
