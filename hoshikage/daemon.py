@@ -46,8 +46,10 @@ async def _serve(settings: Settings) -> int:
         keepalive = max(1, min(keepalive, settings.idle_timeout_seconds))
     # handler_cancellation: a client that disconnects cancels its handler, which
     # cancels its generation at the next token instead of running to the end.
+    # auto_decompress off: api/body.py decodes Content-Encoding itself, so a
+    # body that lies about it is a 400 and not a broken connection.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=keepalive,
-                           handle_signals=False)
+                           handle_signals=False, auto_decompress=False)
     await runner.setup()
     sites = _sites(runner, inherited, settings)
     for site in sites:

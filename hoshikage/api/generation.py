@@ -9,7 +9,6 @@ client should see; the stream is cancelled whenever the request ends early
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -31,15 +30,6 @@ log = logging.getLogger("hoshikage.api")
 # a queue that timed out is busy for longer.
 RETRY_AFTER_QUEUE_FULL = 2
 RETRY_AFTER_QUEUE_TIMEOUT = 10
-
-
-async def read_json(request: web.Request) -> Any:
-    raw = await request.read()  # aiohttp raises 413 past client_max_size
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise invalid("We could not parse the JSON body of your request. Send valid JSON "
-                      "with Content-Type: application/json.") from None
 
 
 def parse_body(body: Any, parse: Callable[[Any], GenerationRequest]) -> GenerationRequest:

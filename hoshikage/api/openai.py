@@ -16,7 +16,8 @@ from aiohttp import web
 from hoshikage import __version__
 from hoshikage.api import keys
 from hoshikage.api.errors import APIError
-from hoshikage.api.generation import new_id, now, parse_body, read_json, run_generation, usage
+from hoshikage.api.body import read_json
+from hoshikage.api.generation import new_id, now, parse_body, run_generation, usage
 from hoshikage.api.protocol import GenerationRequest, parse_chat_request, parse_completion_request
 from hoshikage.api.sse import open_event_stream, send_done, send_event
 from hoshikage.engine.llama import Chunk

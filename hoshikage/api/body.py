@@ -1,0 +1,111 @@
+"""Read a request's JSON body, turning every way it can be malformed into a 4xx.
+
+A client's mistake is never a 500: a body that does not decode as its
+Content-Encoding says, an encoding we do not decode, invalid UTF-8 or JSON,
+NaN or Infinity (not JSON, though Python's parser takes them), a key given
+twice (which value was meant?), nesting deeper than MAX_DEPTH. A body too
+large, compressed or not, is 413.
+
+The daemon decompresses bodies itself (the runner has aiohttp's
+auto_decompress off): aiohttp's own decoder raises inside its HTTP parser when
+a body is not what its Content-Encoding says, which answered 500, dropped the
+connection, or left the handler waiting for ever on a body that never ended.
+Read raw, the body is consumed exactly as Content-Length says, so the
+connection stays usable whatever the bytes were.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from aiohttp import web
+
+from hoshikage.api import keys
+from hoshikage.api.errors import APIError, invalid
+
+# Content-Encoding -> zlib window bits: gzip; zlib-wrapped deflate (RFC 9110), with raw deflate tried too.
+_DECODERS = {"gzip": (16 + zlib.MAX_WBITS,), "x-gzip": (16 + zlib.MAX_WBITS,),
+             "deflate": (zlib.MAX_WBITS, -zlib.MAX_WBITS)}
+MAX_DEPTH = 64  # OpenAI's request bodies nest a handful of levels; this leaves room and stops abuse
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json(request: web.Request) -> Any:
+    limit = request.app[keys.SETTINGS].max_body_bytes
+    raw = await request.read()  # aiohttp raises 413 past client_max_size
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raw = _decompressed(raw, encoding, limit)
+    try:
+        body = json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except _DuplicateKey as duplicate:
+        raise invalid(f"The JSON body gives the key {duplicate.key!r} more than once in one object",
+                      code="duplicate_key") from None
+    except RecursionError:
+        raise _too_deep() from None
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("We could not parse the JSON body of your request. Send valid JSON "
+                      "with Content-Type: application/json.") from None
+    if _depth(body) > MAX_DEPTH:
+        raise _too_deep()
+    return body
+
+
+def _decompressed(raw: bytes, encoding: str, limit: int) -> bytes:
+    if encoding not in _DECODERS:
+        raise APIError(415, f"Content-Encoding {encoding!r} is not supported; send the body uncompressed, "
+                            "or compressed with gzip or deflate", code="unsupported_content_encoding")
+    for window in _DECODERS[encoding]:
+        decoder = zlib.decompressobj(window)
+        try:
+            data = decoder.decompress(raw, limit + 1)  # never more than the limit: a small body can inflate hugely
+        except zlib.error:
+            continue
+        if len(data) > limit:
+            raise APIError(413, f"The request body is larger than {limit} bytes once decompressed",
+                           code="request_too_large")
+        if decoder.eof and not decoder.unused_data:
+            return data
+    raise invalid(f"The request body is not valid {encoding} data (Content-Encoding: {encoding})",
+                  code="invalid_body")
+
+
+def _too_deep() -> APIError:
+    return invalid(f"The JSON body is nested more than {MAX_DEPTH} levels deep", code="too_deeply_nested")
+
+
+def _depth(value: Any) -> int:
+    """How deeply VALUE nests arrays and objects, without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
