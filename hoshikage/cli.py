@@ -88,17 +88,26 @@ def _serve(settings: Settings, args) -> int:
     from hoshikage.engine.native import start_backends
 
     start_backends()
-    from hoshikage.daemon import serve
+    from hoshikage.daemon import ListenError, serve
 
-    return serve(settings)
+    try:
+        return serve(settings)
+    except ListenError as error:
+        print(f"hoshikage: {error}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def _add(settings: Settings, args) -> int:
     from rich.console import Console
 
-    from hoshikage.model_files import hidden_from_service, register_model
+    from hoshikage.model_files import register_model, service_installed, why_service_cannot_read
 
     console = Console(stderr=True)
+    unreadable = None if args.import_file else why_service_cannot_read(args.path.expanduser().resolve())
+    if unreadable and service_installed():
+        raise RegistryError(f"the hoshikage service could not read {args.path}: {unreadable}. Add it with "
+                            "--import to copy it into the state directory, or move it where the service "
+                            "can read it (e.g. /srv/models)")
     options = dict(context_length=args.ctx, gpu_layers=args.gpu_layers, chat_format=args.chat_format,
                    import_file=args.import_file, replace=args.replace)
     registry = Registry(settings.registry_file)
@@ -115,10 +124,9 @@ def _add(settings: Settings, args) -> int:
     gguf = entry.gguf
     console.print(f"[green]added[/green] {entry.alias}: {gguf['architecture']} "
                   f"{_params(gguf['parameters'])} {gguf['quantization']}, {entry.path}", soft_wrap=True)
-    if not entry.imported and hidden_from_service(Path(entry.path)):
-        console.print(f"[yellow]warning:[/yellow] the systemd service cannot read {entry.path} "
-                      "(ProtectHome/PrivateTmp); use --import to copy it into the state directory",
-                      soft_wrap=True)
+    if unreadable:
+        console.print(f"[yellow]warning:[/yellow] a systemd service could not read {entry.path} ({unreadable}); "
+                      "use --import to copy it into the state directory", soft_wrap=True)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
 import signal
@@ -51,9 +52,11 @@ async def _serve(settings: Settings) -> int:
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=keepalive,
                            handle_signals=False, auto_decompress=False)
     await runner.setup()
-    sites = _sites(runner, inherited, settings)
-    for site in sites:
-        await site.start()
+    try:
+        sites = await _start_sites(runner, inherited, settings)
+    except ListenError:
+        await runner.cleanup()
+        raise
     log.info("listening on %s (threads=%d, idle timeout %d s%s)", ", ".join(site.name for site in sites),
              settings.threads, settings.idle_timeout_seconds,
              ", exits when idle" if settings.exit_when_idle else "")
@@ -99,29 +102,67 @@ async def _register_embedded_model(settings: Settings, registry: Registry) -> No
         log.info("embedded model registered as %s (%s)", entry.alias, entry.path, extra={"MODEL": entry.alias})
 
 
-def _sites(runner: web.AppRunner, inherited: list[socket.socket], settings: Settings) -> list[web.BaseSite]:
+class ListenError(Exception):
+    """An address the daemon cannot listen on; str() is the one line to show the admin."""
+
+
+_BIND_CAUSES = {
+    errno.EADDRINUSE: "the address is already in use (another hoshikage, or another program, listens there)",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EADDRNOTAVAIL: "this machine has no such address",
+    errno.ENOENT: "its directory does not exist",
+    errno.ENOTDIR: "a part of its directory is not a directory",
+}
+
+
+async def _start_sites(runner: web.AppRunner, inherited: list[socket.socket],
+                       settings: Settings) -> list[web.BaseSite]:
     if inherited:
-        return [web.SockSite(runner, sock) for sock in inherited]
-    sites: list[web.BaseSite] = []
+        sites: list[web.BaseSite] = [web.SockSite(runner, sock) for sock in inherited]
+        for site in sites:
+            await site.start()
+        return sites
+    sites = []
     for address in settings.listen:
         kind, host_or_path, port = parse_listen_address(address)
-        if kind == "tcp":
-            sites.append(web.TCPSite(runner, host_or_path, port, reuse_address=True))
-        else:
-            sites.append(web.SockSite(runner, _bind_unix(Path(host_or_path))))
+        try:
+            if kind == "tcp":
+                site: web.BaseSite = web.TCPSite(runner, host_or_path, port, reuse_address=True)
+            else:
+                site = web.SockSite(runner, _bind_unix(Path(host_or_path)))
+            await site.start()
+        except OSError as error:
+            cause = _BIND_CAUSES.get(error.errno, error.strerror or str(error))
+            raise ListenError(f"cannot listen on {address}: {cause}") from None
+        sites.append(site)
     return sites
 
 
+def _socket_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False  # ECONNREFUSED: nobody listens, the file is left over
+    return True
+
+
 def _bind_unix(path: Path) -> socket.socket:
-    """Bind a unix socket, replacing a stale one left by a crash, but never a regular file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Bind a unix socket, replacing a stale one left by a crash, never a live one or a regular file."""
     try:
         if stat.S_ISSOCK(path.lstat().st_mode):
+            if _socket_answers(path):
+                raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
             path.unlink()
     except FileNotFoundError:
         pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(str(path))
+    try:
+        sock.bind(str(path))
+    except OSError:
+        sock.close()
+        raise
     os.chmod(path, 0o660)  # owner and group, like the systemd socket unit
     sock.listen(128)
     return sock

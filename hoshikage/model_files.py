@@ -2,15 +2,20 @@
 
 Decision (documented in the README): ``add`` references a file in place by
 default, because models are large and copying 40 GB on every registration is
-wrong. The packaged daemon runs with ProtectHome= and PrivateTmp=, so a file
-under /home, /root or /tmp is invisible to it: ``add --import`` copies the file
-into the state directory (atomically, with progress), and ``add`` warns when a
-referenced path is one the hardened service will not see.
+wrong. The packaged daemon runs as the ``hoshikage`` user with ProtectHome=
+and PrivateTmp=, so a file under /home, /root or /tmp is invisible to it, and
+a file only root may read is unreadable. Where the systemd service is
+installed, ``add`` refuses such a path and names the fix (``--import`` copies
+the file into the state directory, atomically, with progress): registering
+it would only move the error to the first request, where the person who can
+fix it is no longer looking. Where it is not installed (a daemon run by hand,
+as its user), ``add`` registers the path and warns.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +27,10 @@ from hoshikage.registry import ModelEntry, Registry, RegistryError, validate_ali
 
 EMBEDDED_ALIAS = "gemma3-270m"
 HIDDEN_FROM_SERVICE = (Path("/home"), Path("/root"), Path("/run/user"), Path("/tmp"), Path("/var/tmp"))
+
+SERVICE_USER = "hoshikage"
+SERVICE_UNITS = tuple(Path(directory) / "hoshikage.service"
+                      for directory in ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"))
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -65,8 +74,58 @@ def register_model(
 
 
 def hidden_from_service(path: Path) -> bool:
-    """True when the hardened systemd service cannot read PATH."""
+    """True when the hardened systemd service cannot see PATH at all."""
     return any(path == hidden or hidden in path.parents for hidden in HIDDEN_FROM_SERVICE)
+
+
+def service_installed(units: tuple[Path, ...] = SERVICE_UNITS) -> bool:
+    return any(unit.exists() for unit in units)
+
+
+def why_service_cannot_read(path: Path, user: str = SERVICE_USER) -> str | None:
+    """Why the systemd service (as USER) could not read PATH; None when it can, or USER does not exist."""
+    import grp
+    import pwd
+
+    if hidden_from_service(path):
+        return f"systemd hides {path} from the service (ProtectHome=, PrivateTmp=)"
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        return None
+    groups = {account.pw_gid} | {group.gr_gid for group in grp.getgrall() if user in group.gr_mem}
+    for each, needed in [*((parent, "x") for parent in reversed(path.parents)), (path, "r")]:
+        try:
+            info = each.stat()
+        except OSError:
+            return None  # the caller's own check reports a missing file
+        if account.pw_uid == 0:
+            continue
+        if info.st_uid == account.pw_uid:
+            bits = stat.S_IRUSR if needed == "r" else stat.S_IXUSR
+        elif info.st_gid in groups:
+            bits = stat.S_IRGRP if needed == "r" else stat.S_IXGRP
+        else:
+            bits = stat.S_IROTH if needed == "r" else stat.S_IXOTH
+        if not info.st_mode & bits:
+            what = "read" if needed == "r" else "enter"
+            return f"the {user} user may not {what} {each} (mode {stat.filemode(info.st_mode)})"
+    return None
+
+
+def why_unloadable(alias: str, path: Path) -> str | None:
+    """Why the running daemon cannot open the file of ALIAS, with the fix; None when it can."""
+    fix = f"register it again with `hoshikage add --import FILE {alias} --replace`"
+    if not path.exists():
+        if hidden_from_service(path):
+            return (f"the daemon cannot see {path}: it does not exist, or it is under /home, /root or /tmp, "
+                    f"which systemd hides from the service; {fix}, which copies it where the service can read it")
+        return f"its file {path} does not exist (moved or deleted?); {fix}, or put the file back"
+    if not path.is_file():
+        return f"{path} is not a regular file; {fix}"
+    if not os.access(path, os.R_OK):
+        return f"the daemon may not read {path} (permission denied); {fix}, or let the service user read it"
+    return None
 
 
 def copy_into_store(source: Path, target: Path, progress: Progress | None = None) -> Path:

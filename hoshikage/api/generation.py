@@ -52,7 +52,8 @@ async def run_generation(
         raise APIError(404, f"The model '{parsed.model}' does not exist", param="model",
                        code="model_not_found") from None
     except ModelLoadError as error:
-        raise APIError(500, str(error), param="model", code="model_load_failed",
+        # The administrator's to fix (the message says how), not a bug: 503, not 500.
+        raise APIError(503, str(error), param="model", code="model_load_failed",
                        error_type="server_error") from None
     except ModelTooLarge as error:
         raise invalid(f"{error}; ask the administrator, or use a smaller model", param="model",

@@ -94,8 +94,6 @@ class LoadedModel:
         # llama.cpp logs through this logger; below ERROR it writes every tensor it loads.
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         started = time.monotonic()
-        if not Path(entry.path).is_file():
-            raise ModelLoadError(f"model file for {entry.alias!r} is missing: {entry.path}")
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = gpu_layers
         # Repacked weights use one kernel for a single row and another for blocks
@@ -117,7 +115,10 @@ class LoadedModel:
             model = _internals.LlamaModel(path_model=str(path or entry.path), params=model_params, verbose=False)
             context = _internals.LlamaContext(model=model, params=context_params, verbose=False)
         except (ValueError, RuntimeError) as error:
-            raise ModelLoadError(f"cannot load model {entry.alias!r}: {error}") from None
+            raise ModelLoadError(
+                f"The model '{entry.alias}' cannot be loaded: llama.cpp could not load {entry.path} ({error}). "
+                "The file may be corrupt or truncated, or of an architecture this llama.cpp does not know; "
+                f"register a valid GGUF file with `hoshikage add FILE {entry.alias} --replace`") from None
         gguf = entry.gguf or {}
         template = model.metadata().get("tokenizer.chat_template")
         format_name = entry.chat_format or guess_chat_format(gguf.get("architecture", ""), bool(template))

@@ -14,6 +14,7 @@ from hoshikage.engine.budget import default_budget_bytes, model_shape
 from hoshikage.engine.llama import LoadedModel, LoadOptions, ModelLoadError
 from hoshikage.engine.native import Device, offload_devices
 from hoshikage.engine.scheduler import ModelScheduler
+from hoshikage.model_files import why_unloadable
 from hoshikage.registry import ModelEntry, Registry
 
 log = logging.getLogger("hoshikage.models")
@@ -145,6 +146,10 @@ class ModelPool:
 
     async def _load(self, entry: ModelEntry, plan: offload.OffloadPlan) -> ModelScheduler:
         path = Path(entry.path)
+        problem = await asyncio.to_thread(why_unloadable, entry.alias, path)
+        if problem:
+            self.last_event = f"{entry.alias} cannot be loaded"
+            raise ModelLoadError(f"The model '{entry.alias}' cannot be loaded: {problem}")
         if self.ramdisk_path is not None:
             path = await asyncio.to_thread(ramdisk.stage, path, self.ramdisk_path,
                                            lambda done, total: self._staging(entry.alias, done, total))

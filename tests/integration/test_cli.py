@@ -95,3 +95,36 @@ def test_two_imports_of_files_with_the_same_name_do_not_collide(tmp_path):
     assert models["a"]["path"] != models["b"]["path"]
     assert (state / "models" / "a.gguf").read_bytes() == first.read_bytes()
     assert (state / "models" / "b.gguf").read_bytes() == second.read_bytes()
+
+
+def test_an_address_that_cannot_be_listened_on_is_one_line_and_exit_2(tmp_path, daemon):
+    """A port in use, a live unix socket, a missing directory: the address and the cause, no traceback."""
+    cases = {
+        f"tcp:127.0.0.1:{daemon.port}": "already in use",
+        f"unix:{daemon.unix_path}": "already in use",  # a live socket is never taken over
+        f"unix:{tmp_path}/no/such/dir/h.sock": "its directory does not exist",
+        "tcp:192.0.2.1:8000": "no such address",  # TEST-NET-1: never one of this machine's addresses
+    }
+    for address, cause in cases.items():
+        result = hoshikage(tmp_path, "serve", "--listen", address, "--no-embedded-model")
+        assert result.returncode == 2, result.stderr
+        last_line = result.stderr.strip().splitlines()[-1]  # after the start-up log lines
+        assert last_line.startswith(f"hoshikage: cannot listen on {address}: ") and cause in last_line, last_line
+        assert "Traceback" not in result.stderr
+    # The daemon whose addresses they were still serves.
+    assert daemon.process.poll() is None
+
+
+def test_a_stale_unix_socket_left_by_a_crash_is_replaced(tmp_path):
+    import socket
+
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as left_over:
+        left_over.bind(str(stale))  # bound, never listening: what a killed process leaves behind
+    from hoshikage.daemon import _bind_unix
+
+    replaced = _bind_unix(stale)
+    try:
+        assert replaced.getsockname() == str(stale)
+    finally:
+        replaced.close()

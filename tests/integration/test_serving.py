@@ -84,7 +84,7 @@ def test_running_daemon_sees_registry_changes(daemon, gemma_path, openai_tcp):
     assert missing.status_code == 404
 
 
-def test_a_model_that_fails_to_load_is_a_clear_500_and_the_daemon_stays_healthy(daemon, tmp_path, openai_tcp):
+def test_a_model_that_fails_to_load_is_a_clear_503_and_the_daemon_stays_healthy(daemon, tmp_path, openai_tcp):
     from tests.conftest import write_tiny_gguf
 
     broken = write_tiny_gguf(tmp_path / "broken.gguf")  # a valid header, but no usable weights
@@ -92,10 +92,29 @@ def test_a_model_that_fails_to_load_is_a_clear_500_and_the_daemon_stays_healthy(
     try:
         response = httpx.post(f"{daemon.base_url}/v1/chat/completions", timeout=60,
                               json={"model": "broken", "messages": PROMPT, "max_tokens": 2})
-        assert response.status_code == 500
+        # The administrator's to fix, not a bug in Hoshikage: never 500, and the message says what to do.
+        assert response.status_code == 503
         error = response.json()["error"]
-        assert error["code"] == "model_load_failed" and "broken" in error["message"]
+        assert error["code"] == "model_load_failed" and error["param"] == "model"
+        assert "'broken'" in error["message"] and "hoshikage add" in error["message"]
     finally:
         _cli(daemon, "remove", "broken")
     assert openai_tcp.chat.completions.create(model="gemma", messages=PROMPT, max_tokens=2).usage.completion_tokens
     assert daemon.process.poll() is None
+
+
+def test_a_model_whose_file_went_missing_names_the_cause_and_the_fix(daemon, tmp_path, gemma_path):
+    import shutil
+
+    copy = tmp_path / "copy.gguf"
+    shutil.copyfile(gemma_path, copy)
+    assert _cli(daemon, "add", str(copy), "moved", "--chat-format", "gemma").returncode == 0
+    copy.unlink()
+    try:
+        response = httpx.post(f"{daemon.base_url}/v1/chat/completions", timeout=60,
+                              json={"model": "moved", "messages": PROMPT, "max_tokens": 2})
+        assert response.status_code == 503, response.text
+        message = response.json()["error"]["message"]
+        assert "'moved'" in message and "does not exist" in message and "hoshikage add --import" in message
+    finally:
+        _cli(daemon, "remove", "moved")

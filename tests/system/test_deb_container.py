@@ -40,6 +40,15 @@ except openai.APIConnectionError as error:
     print(json.dumps({"refused": repr(error.__cause__)}))
 """
 
+# One chat request over the unix socket: prints [status, error or null].
+RAW_CLIENT = """
+import json, sys, httpx2
+with httpx2.Client(transport=httpx2.HTTPTransport(uds="/run/hoshikage/hoshikage.sock"), timeout=120) as http:
+    response = http.post("http://hoshikage/v1/chat/completions", json={
+        "model": sys.argv[1], "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
+print(json.dumps([response.status_code, response.json().get("error")]))
+"""
+
 
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory) -> Path:
@@ -123,6 +132,22 @@ def test_install_use_upgrade_remove_purge(deb, gemma_path, tmp_path):
         assert as_user(machine, "alice", "tcp") == {"tokens": 3}
         refused = as_user(machine, "bob", "unix")
         assert "Permission denied" in refused.get("refused", ""), refused
+
+        # A file the service cannot see is refused when it is added, with the fix...
+        machine.run("cp", f"/srv/models/{gemma_path.name}", "/root/mine.gguf")
+        hidden = machine.run("hoshikage", "add", "/root/mine.gguf", "mine", check=False)
+        assert hidden.returncode == 1 and "--import" in hidden.stderr and "Traceback" not in hidden.stderr, hidden
+        # ...and one that became unreadable after it was added answers a 503 that names model, cause and fix.
+        machine.run("cp", f"/srv/models/{gemma_path.name}", "/srv/private.gguf")
+        machine.run("chmod", "644", "/srv/private.gguf")
+        machine.run("hoshikage", "add", "/srv/private.gguf", "private", "--chat-format", "gemma")
+        machine.run("chmod", "600", "/srv/private.gguf")
+        unreadable = machine.run("runuser", "-u", "alice", "--", "env", "PYTHONPATH=/sdk", "/usr/bin/python3", "-c",
+                                 RAW_CLIENT, "private", check=False, timeout=180)
+        status, error = json.loads(unreadable.stdout.strip().splitlines()[-1])
+        assert status == 503 and error["code"] == "model_load_failed", (status, error)
+        assert "'private'" in error["message"] and "permission denied" in error["message"], error
+        assert "hoshikage add --import" in error["message"], error
 
         journal = machine.run("journalctl", "-u", "hoshikage.service", "-o", "json", "--no-pager").stdout
         requests = [entry for entry in map(json.loads, journal.splitlines())
