@@ -11,7 +11,7 @@ import uuid
 from aiohttp import web
 
 from hoshikage.activity import Activity
-from hoshikage.api import keys, openai, status
+from hoshikage.api import keys, openai, openapi, status
 from hoshikage.api.auth import api_key_middleware
 from hoshikage.api.errors import error_middleware
 from hoshikage.config import Settings
@@ -23,7 +23,7 @@ from hoshikage.registry import Registry
 log = logging.getLogger("hoshikage.api")
 
 # Polled, not tracked: asking how the daemon is must not keep it awake.
-UNTRACKED_PATHS = frozenset({"/health", "/v1/status"})
+UNTRACKED_PATHS = frozenset({"/health", "/v1/status", "/openapi.json"})
 
 
 def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
@@ -43,6 +43,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app.on_response_prepare.append(_add_request_id)
     app.on_response_prepare.append(_close_when_draining)
     openai.setup_routes(app)
+    openapi.setup_routes(app)
     status.setup_routes(app)
     app.cleanup_ctx.append(_model_pool_lifetime)
     return app

@@ -1,10 +1,17 @@
-"""Wire types: validate OpenAI request bodies into plain dataclasses.
+"""Wire types: validate OpenAI request bodies into plain dataclasses, from declared schemas.
 
-Pure functions, no I/O: each error names the offending ``param`` the way
-OpenAI does (``messages[2].content``). Fields we do not know are ignored (and
-reported to the caller so it can log them), because clients routinely send
-options meant for other servers; fields we know but cannot honour yet are
-rejected, since silently ignoring them would change what the client gets.
+Every request field is declared once, in FIELDS, as the JSON Schema that
+``GET /openapi.json`` publishes (api/openapi.py). Scalar fields are validated
+by reading that very schema (type, bounds, default); the structured ones
+(messages, prompt, stop, logit_bias, stream_options) have a parser next to
+their schema, and schemathesis checks in the suite that every body the
+document allows is accepted and every one it forbids is refused. Errors name
+the offending ``param`` the way OpenAI does (``messages[2].content``).
+
+Fields we do not know are ignored (and reported to the caller so it can log
+them), because clients routinely send options meant for other servers; fields
+we know but cannot honour yet are rejected unless they hold their neutral
+value, since silently ignoring them would change what the client gets.
 """
 
 from __future__ import annotations
@@ -15,24 +22,80 @@ from typing import Any
 from hoshikage.api.errors import invalid
 from hoshikage.engine.sampling import SamplingParams
 
-ROLES = {"system", "developer", "user", "assistant"}
+ROLES = ("system", "developer", "user", "assistant")
 MAX_STOP_SEQUENCES = 4
 
-_COMMON_FIELDS = {
-    "model", "max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty",
-    "frequency_penalty", "stream", "stream_options", "user", "n", "logit_bias",
-    "ignore_eos",  # llama-server's extension: generate to max_tokens, past end-of-generation tokens
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+TEXT_PART = {"type": "object", "required": ["type", "text"],
+             "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
+_CONTENT = {"anyOf": [{"type": "string"}, {"type": "array", "items": TEXT_PART}]}
+MESSAGE = {"oneOf": [
+    {"type": "object", "required": ["role", "content"],
+     "properties": {"role": {"enum": ["system", "developer", "user"]}, "content": _CONTENT}},
+    {"type": "object", "required": ["role"],
+     "properties": {"role": {"const": "assistant"}, "content": {"anyOf": [*_CONTENT["anyOf"], {"type": "null"}]}}},
+]}
+
+FIELDS: dict[str, dict[str, Any]] = {
+    "model": {"type": "string", "minLength": 1, "description": "a registered model's alias"},
+    "messages": {"type": "array", "minItems": 1, "items": MESSAGE,
+                 "description": "text only; developer is read as system"},
+    "prompt": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                                              "maxItems": 1},
+                         {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}],
+               "description": "one prompt: a string, or token ids"},
+    "max_tokens": _nullable({"type": "integer", "minimum": 1}),
+    "max_completion_tokens": _nullable({"type": "integer", "minimum": 1}),
+    "temperature": _nullable({"type": "number", "minimum": 0, "maximum": 2, "default": 1.0}),
+    "top_p": _nullable({"type": "number", "minimum": 0, "maximum": 1, "default": 1.0}),
+    "presence_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2, "default": 0.0}),
+    "frequency_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2, "default": 0.0}),
+    "seed": _nullable({"type": "integer"}),
+    "n": _nullable({"type": "integer", "minimum": 1, "default": 1,
+                    "description": "at most the model's slots"}),
+    "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"},
+                                            "maxItems": MAX_STOP_SEQUENCES}, {"type": "null"}]},
+    "stream": _nullable({"type": "boolean", "default": False}),
+    "stream_options": {"anyOf": [{"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+                                 {"type": "null"}],
+                       "description": "only with stream: true"},
+    "user": _nullable({"type": "string"}),
+    "logit_bias": {"anyOf": [{"type": "object", "propertyNames": {"pattern": "^[0-9]+$"},
+                              "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100}},
+                             {"type": "null"}],
+                   "description": "token id -> bias; ids must be in the model's vocabulary"},
+    "ignore_eos": _nullable({"type": "boolean", "default": False,
+                             "description": "llama-server's extension: generate to max_tokens, past "
+                                            "end-of-generation tokens"}),
 }
-CHAT_FIELDS = _COMMON_FIELDS | {"messages", "max_completion_tokens"}
-COMPLETION_FIELDS = _COMMON_FIELDS | {"prompt"}
-# Known to OpenAI, not implemented here: reject rather than silently differ.
-UNSUPPORTED = {"tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs",
-               "response_format", "best_of", "echo", "suffix", "audio", "modalities"}
-# Harmless when left at their neutral value.
+_COMMON = ("model", "max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty",
+           "stream", "stream_options", "user", "n", "logit_bias", "ignore_eos")
+CHAT_FIELDS = (*_COMMON, "messages", "max_completion_tokens")
+COMPLETION_FIELDS = (*_COMMON, "prompt")
+REQUIRED = {"chat": ("model", "messages"), "completion": ("model", "prompt")}
+# Known to OpenAI, not implemented here: only their neutral values are accepted.
 NEUTRAL = {"logprobs": (None, False), "top_logprobs": (None, 0), "response_format": (None, {"type": "text"}),
            "echo": (None, False), "best_of": (None, 1), "tools": (None, []),
            "tool_choice": (None, "none", "auto"), "suffix": (None, ""), "functions": (None, []),
            "function_call": (None, "none", "auto"), "modalities": (None, ["text"]), "audio": (None,)}
+UNSUPPORTED = frozenset(NEUTRAL)
+
+
+def request_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of a chat ("chat") or completion ("completion") request body, as validated here."""
+    names = CHAT_FIELDS if kind == "chat" else COMPLETION_FIELDS
+    properties = {name: FIELDS[name] for name in names}
+    properties.update({name: {"enum": list(values), "description": "not supported: only this neutral value"}
+                       for name, values in NEUTRAL.items()})
+    return {"type": "object", "required": list(REQUIRED[kind]), "properties": properties,
+            # OpenAI forbids stream_options without streaming; so do we.
+            "dependentSchemas": {"stream_options": {"anyOf": [
+                {"properties": {"stream_options": {"type": "null"}}},
+                {"properties": {"stream": {"const": True}}, "required": ["stream"]}]}}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +124,10 @@ class CompletionRequest(GenerationRequest):
 def parse_chat_request(body: Any) -> ChatRequest:
     body = _require_object(body)
     common = _parse_common(body, CHAT_FIELDS)
-    max_tokens = _optional_int(body, "max_completion_tokens", minimum=1)
-    if max_tokens is None:
-        max_tokens = common.pop("max_tokens")
-    else:
-        common.pop("max_tokens")
-    return ChatRequest(**common, max_tokens=max_tokens, messages=_parse_messages(body.get("messages")))
+    max_tokens = _scalar(body, "max_completion_tokens")
+    if max_tokens is not None:
+        common["max_tokens"] = max_tokens
+    return ChatRequest(**common, messages=_parse_messages(body.get("messages")))
 
 
 def parse_completion_request(body: Any) -> CompletionRequest:
@@ -81,44 +142,64 @@ def _require_object(body: Any) -> dict[str, Any]:
     return body
 
 
-def _parse_common(body: dict[str, Any], known: set[str]) -> dict[str, Any]:
+def _parse_common(body: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
     for name in UNSUPPORTED & body.keys():
-        if body[name] not in NEUTRAL.get(name, (None,)):
+        if body[name] not in NEUTRAL[name]:
             raise invalid(f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
+    if body.get("model") is None:
         raise invalid("'model' is required and must be a non-empty string", param="model")
-    n = _optional_int(body, "n", minimum=1) or 1  # at most the model's slots: checked when it is known
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise invalid("'stream' must be a boolean", param="stream")
-    include_usage = _parse_stream_options(body.get("stream_options"), stream)
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise invalid("'user' must be a string", param="user")
-    seed = _optional_int(body, "seed")
+    stream = _scalar(body, "stream")
     sampling = SamplingParams(
-        temperature=_optional_number(body, "temperature", 0.0, 2.0, default=1.0),
-        top_p=_optional_number(body, "top_p", 0.0, 1.0, default=1.0),
-        presence_penalty=_optional_number(body, "presence_penalty", -2.0, 2.0, default=0.0),
-        frequency_penalty=_optional_number(body, "frequency_penalty", -2.0, 2.0, default=0.0),
-        seed=seed,
+        temperature=_scalar(body, "temperature"),
+        top_p=_scalar(body, "top_p"),
+        presence_penalty=_scalar(body, "presence_penalty"),
+        frequency_penalty=_scalar(body, "frequency_penalty"),
+        seed=_scalar(body, "seed"),
         logit_bias=_parse_logit_bias(body.get("logit_bias")),
-        ignore_eos=_optional_bool(body, "ignore_eos"),
+        ignore_eos=_scalar(body, "ignore_eos"),
     )
     return {
-        "model": model,
+        "model": _scalar(body, "model"),
         "sampling": sampling,
-        "max_tokens": _optional_int(body, "max_tokens", minimum=1),
-        "n": n,
+        "max_tokens": _scalar(body, "max_tokens"),
+        "n": _scalar(body, "n"),  # at most the model's slots: checked when the model is known
         "stop": _parse_stop(body.get("stop")),
         "stream": stream,
-        "include_usage": include_usage,
-        "user": user,
-        "ignored_fields": tuple(sorted(body.keys() - known - UNSUPPORTED)),
+        "include_usage": _parse_stream_options(body.get("stream_options"), stream),
+        "user": _scalar(body, "user"),
+        "ignored_fields": tuple(sorted(body.keys() - set(known) - UNSUPPORTED)),
     }
+
+
+def _scalar(body: dict[str, Any], name: str) -> Any:
+    """BODY[NAME] checked against FIELDS[NAME] (type, minimum, maximum, minLength); its default when absent."""
+    schema = FIELDS[name]
+    value = body.get(name)
+    if value is None:
+        return schema.get("default")
+    kind = schema["type"][0] if isinstance(schema["type"], list) else schema["type"]
+    if kind == "integer":
+        # JSON has one number type: 3.0 is the integer 3 (JSON Schema agrees), 3.5 is not.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid(f"'{name}' must be an integer", param=name)
+    elif kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise invalid(f"'{name}' must be a number", param=name)
+        value = float(value)
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            raise invalid(f"'{name}' must be a boolean", param=name)
+    elif not isinstance(value, str) or len(value) < schema.get("minLength", 0):
+        required = " non-empty" if schema.get("minLength") else ""
+        raise invalid(f"'{name}' must be a{required} string", param=name)
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is not None and high is not None and not low <= value <= high:
+        raise invalid(f"'{name}' must be between {low:g} and {high:g}, got {value}", param=name)
+    if low is not None and value < low:
+        raise invalid(f"'{name}' must be at least {low}, got {value}", param=name)
+    return value
 
 
 def _parse_stream_options(value: Any, stream: bool) -> bool:
@@ -133,37 +214,6 @@ def _parse_stream_options(value: Any, stream: bool) -> bool:
     if not isinstance(include_usage, bool):
         raise invalid("'include_usage' must be a boolean", param="stream_options.include_usage")
     return include_usage
-
-
-def _optional_int(body: dict[str, Any], name: str, minimum: int | None = None) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(f"'{name}' must be an integer", param=name)
-    if minimum is not None and value < minimum:
-        raise invalid(f"'{name}' must be at least {minimum}, got {value}", param=name)
-    return value
-
-
-def _optional_number(body: dict[str, Any], name: str, low: float, high: float, *, default: float) -> float:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise invalid(f"'{name}' must be a number", param=name)
-    if not low <= value <= high:
-        raise invalid(f"'{name}' must be between {low:g} and {high:g}, got {value}", param=name)
-    return float(value)
-
-
-def _optional_bool(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise invalid(f"'{name}' must be a boolean", param=name)
-    return value
 
 
 def _parse_logit_bias(value: Any) -> tuple[tuple[int, float], ...]:
@@ -205,8 +255,7 @@ def _parse_messages(value: Any) -> tuple[dict[str, str], ...]:
             raise invalid(f"'{where}' must be an object", param=where)
         role = message.get("role")
         if role not in ROLES:
-            raise invalid(f"'{where}.role' must be one of system, developer, user, assistant; got {role!r}",
-                          param=f"{where}.role")
+            raise invalid(f"'{where}.role' must be one of {', '.join(ROLES)}; got {role!r}", param=f"{where}.role")
         content = _message_text(message.get("content"), f"{where}.content", allow_null=role == "assistant")
         messages.append({"role": "system" if role == "developer" else role, "content": content})
     return tuple(messages)
@@ -236,13 +285,16 @@ def _message_text(content: Any, where: str, *, allow_null: bool) -> str:
 def _parse_prompt(value: Any) -> str | tuple[int, ...]:
     if isinstance(value, str):
         return value
+    if isinstance(value, list):  # token ids: 3.0 is the integer 3, as in _scalar
+        value = [int(item) if isinstance(item, float) and item.is_integer() else item for item in value]
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
         return value[0]
     if isinstance(value, list) and value and all(isinstance(item, int) and not isinstance(item, bool)
                                                  for item in value):
+        if any(item < 0 for item in value):
+            raise invalid("Token ids in 'prompt' must not be negative", param="prompt")
         return tuple(value)
-    if isinstance(value, list) and len(value) > 1:
+    if isinstance(value, list) and len(value) > 1 and all(isinstance(item, str) for item in value):
         raise invalid("Only one prompt per request is supported", param="prompt",
                       code="unsupported_parameter")
     raise invalid("'prompt' must be a string or an array of token ids", param="prompt")
-
