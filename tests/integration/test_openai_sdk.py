@@ -128,8 +128,7 @@ def gemma_vocab(gemma_path):
     """The gemma tokenizer alone, to name token ids the way a client would look them up."""
     import llama_cpp
 
-    # verbose: quiet mode swaps stdout/stderr for /dev/null files it never closes.
-    return llama_cpp.Llama(model_path=str(gemma_path), vocab_only=True, verbose=True)
+    return llama_cpp.Llama(model_path=str(gemma_path), vocab_only=True, verbose=False)
 
 
 @pytest.mark.parametrize("temperature", [0, 1.0])  # the greedy shortcut and llama.cpp's sampler chain
