@@ -212,6 +212,12 @@ OPTIONS: tuple[Option, ...] = (
            "exit after idle_timeout_seconds instead of only releasing models (on under socket activation)"),
     Option("max_body_bytes", _positive_int, lambda: 8 * 1024 * 1024,
            "largest request body accepted (413 beyond it)"),
+    Option("body_timeout_seconds", _positive_number, lambda: 60.0,
+           "longest a request body may take to arrive (408 beyond it)"),
+    Option("connection_idle_seconds", _positive_number, lambda: 30.0,
+           "a connection with no request in progress for this long is closed (slow or idle clients)"),
+    Option("max_connections", _positive_int, lambda: 512,
+           "open connections at most; beyond, the longest idle one is closed, or 503 when all are busy"),
     Option("embedded_model", _bool, lambda: True,
            "register the packaged gemma3-270m model on start when it is installed"),
     Option("log_level", _log_level, lambda: "INFO", "debug, info, warning or error"),
@@ -247,6 +253,9 @@ class Settings:
     api_key: str | None
     exit_when_idle: bool
     max_body_bytes: int
+    body_timeout_seconds: float
+    connection_idle_seconds: float
+    max_connections: int
     embedded_model: bool
     log_level: str
 

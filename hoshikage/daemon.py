@@ -41,7 +41,7 @@ async def _serve(settings: Settings) -> int:
     if settings.embedded_model:
         await _register_embedded_model(settings, registry)
     app = create_app(settings, registry)
-    keepalive = DEFAULT_KEEPALIVE_SECONDS
+    keepalive = min(DEFAULT_KEEPALIVE_SECONDS, settings.connection_idle_seconds)
     if settings.exit_when_idle and settings.idle_timeout_seconds:
         # An idle keep-alive connection holds the exit back; never longer than the timeout.
         keepalive = max(1, min(keepalive, settings.idle_timeout_seconds))
@@ -52,6 +52,7 @@ async def _serve(settings: Settings) -> int:
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=keepalive,
                            handle_signals=False, auto_decompress=False)
     await runner.setup()
+    app[keys.CONNECTIONS].attach(runner.server)
     try:
         sites = await _start_sites(runner, inherited, settings)
     except ListenError:
@@ -81,7 +82,7 @@ async def _run_until_exit(runner: web.AppRunner, sites: list[web.BaseSite], app:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _resolve_once, signalled, f"{signal.Signals(signum).name} received")
     watcher = asyncio.ensure_future(lifecycle.watch(
-        runner, sites, app[keys.ACTIVITY], app[keys.POOL], settings.idle_timeout_seconds,
+        runner, sites, app[keys.ACTIVITY], app[keys.POOL], app[keys.CONNECTIONS], settings.idle_timeout_seconds,
         settings.exit_when_idle))
     done, _ = await asyncio.wait({signalled, watcher}, return_when=asyncio.FIRST_COMPLETED)
     watcher.cancel()

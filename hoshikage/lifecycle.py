@@ -2,8 +2,10 @@
 
 Exiting on idle must not lose a connection at the boundary. The decision and
 the act happen in one event-loop step: no request in flight, no connection
-open (not even an idle keep-alive one), then every listening socket is closed
-before the loop can accept again. Under socket activation systemd keeps its
+open (not even an idle keep-alive one; after connection_idle_seconds more,
+open connections that make no request no longer count), then every listening
+socket is closed before the loop can accept again, and what was accepted is
+drained. Under socket activation systemd keeps its
 own copy of those sockets, so a client connecting from that moment on waits in
 the kernel's backlog and is served by the next instance.
 """
@@ -17,6 +19,7 @@ from aiohttp import web
 
 from hoshikage import systemd
 from hoshikage.activity import Activity
+from hoshikage.api.connections import ConnectionGuard
 from hoshikage.engine.models import ModelPool
 
 log = logging.getLogger("hoshikage.lifecycle")
@@ -59,13 +62,18 @@ class StatusLine:
 
 
 async def watch(runner: web.AppRunner, sites: list[web.BaseSite], activity: Activity, pool: ModelPool,
-                idle_timeout: int, exit_when_idle: bool) -> str:
-    """Keep STATUS= current; return "idle" once the daemon has stopped accepting to exit."""
+                connections: ConnectionGuard, idle_timeout: int, exit_when_idle: bool) -> str:
+    """Keep STATUS= current and stale connections closed; return "idle" once it stopped accepting to exit."""
     status = StatusLine()
     while True:
         status.show(status_text(activity, pool, idle_timeout, exit_when_idle))
-        if (exit_when_idle and idle_timeout and activity.in_flight == 0
-                and not runner.server.connections and activity.idle_for() >= idle_timeout):
+        connections.sweep()
+        idle_for = activity.idle_for()
+        # Open connections hold the exit back (a keep-alive client may send its next request any
+        # moment), but not for ever: clients that keep opening connections and sending nothing
+        # (slowloris) would. After connection_idle_seconds more, whatever is open is drained.
+        if (exit_when_idle and idle_timeout and activity.in_flight == 0 and idle_for >= idle_timeout
+                and (not runner.server.connections or idle_for >= idle_timeout + connections.idle_seconds)):
             # No await may come between the check above and closing the sockets.
             for site in sites:
                 await site.stop()  # synchronous inside: closes the listening socket

@@ -13,6 +13,7 @@ from aiohttp import web
 from hoshikage.activity import Activity
 from hoshikage.api import keys, openai, openapi, status
 from hoshikage.api.auth import api_key_middleware
+from hoshikage.api.connections import ConnectionGuard
 from hoshikage.api.errors import error_middleware
 from hoshikage.config import Settings
 from hoshikage.engine import native
@@ -28,11 +29,13 @@ UNTRACKED_PATHS = frozenset({"/health", "/v1/status", "/openapi.json"})
 
 def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes,
-                          middlewares=[request_log_middleware, error_middleware, api_key_middleware])
+                          middlewares=[connection_middleware, request_log_middleware, error_middleware,
+                                       api_key_middleware])
     registry = registry or Registry(settings.registry_file)
     app[keys.SETTINGS] = settings
     app[keys.REGISTRY] = registry
     app[keys.ACTIVITY] = Activity()
+    app[keys.CONNECTIONS] = ConnectionGuard(settings.connection_idle_seconds, settings.max_connections)
     app[keys.POOL] = ModelPool(registry, LoadOptions(
         context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads,
         flash_attn=settings.flash_attn,
@@ -83,6 +86,17 @@ async def _close_when_draining(request: web.Request, response: web.StreamRespons
     # the next instance rather than keep this connection alive.
     if request.app[keys.ACTIVITY].draining:
         response.force_close()
+
+
+@web.middleware
+async def connection_middleware(request: web.Request, handler):
+    """Mark the connection busy while its request runs, so the guard never closes it meanwhile."""
+    guard = request.app[keys.CONNECTIONS]
+    guard.begin(request.protocol)
+    try:
+        return await handler(request)
+    finally:
+        guard.end(request.protocol)
 
 
 @web.middleware

@@ -4,7 +4,8 @@ A client's mistake is never a 500: a body that does not decode as its
 Content-Encoding says, an encoding we do not decode, invalid UTF-8 or JSON,
 NaN or Infinity (not JSON, though Python's parser takes them), a key given
 twice (which value was meant?), nesting deeper than MAX_DEPTH. A body too
-large, compressed or not, is 413.
+large, compressed or not, is 413; one that takes longer than
+body_timeout_seconds to arrive is 408 (api/connections.py bounds the rest).
 
 The daemon decompresses bodies itself (the runner has aiohttp's
 auto_decompress off): aiohttp's own decoder raises inside its HTTP parser when
@@ -16,6 +17,7 @@ connection stays usable whatever the bytes were.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from typing import Any
@@ -51,8 +53,14 @@ def _no_constant(name: str):
 
 
 async def read_json(request: web.Request) -> Any:
-    limit = request.app[keys.SETTINGS].max_body_bytes
-    raw = await request.read()  # aiohttp raises 413 past client_max_size
+    settings = request.app[keys.SETTINGS]
+    limit = settings.max_body_bytes
+    try:
+        # aiohttp raises 413 past client_max_size; a body trickling in for ever is cut off.
+        raw = await asyncio.wait_for(request.read(), settings.body_timeout_seconds)
+    except TimeoutError:
+        raise APIError(408, f"The request body did not arrive within {settings.body_timeout_seconds:g} s",
+                       code="request_timeout", close_connection=True) from None
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in ("", "identity"):
         raw = _decompressed(raw, encoding, limit)

@@ -21,6 +21,7 @@ _TYPES = {
     403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     429: "rate_limit_error",
@@ -31,8 +32,9 @@ _TYPES = {
 class APIError(Exception):
     def __init__(self, status: int, message: str, *, param: str | None = None,
                  code: str | None = None, error_type: str | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, close_connection: bool = False):
         super().__init__(message)
+        self.close_connection = close_connection  # what is left of the request cannot be read in time
         self.status = status
         self.message = message
         self.param = param
@@ -45,7 +47,10 @@ class APIError(Exception):
                           "param": self.param, "code": self.code}}
 
     def response(self) -> web.Response:
-        return web.json_response(self.body(), status=self.status, headers=self.headers)
+        response = web.json_response(self.body(), status=self.status, headers=self.headers)
+        if self.close_connection:
+            response.force_close()
+        return response
 
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from hoshikage.activity import Activity
+from hoshikage.api.connections import ConnectionGuard
 from hoshikage.config import Settings
 from hoshikage.engine.models import ModelPool
 from hoshikage.registry import Registry
@@ -13,3 +14,4 @@ SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
 POOL = web.AppKey("pool", ModelPool)
 ACTIVITY = web.AppKey("activity", Activity)
+CONNECTIONS = web.AppKey("connections", ConnectionGuard)

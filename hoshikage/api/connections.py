@@ -1,0 +1,101 @@
+"""What slow, stuck or too many clients may hold: bounded time, bounded connections.
+
+aiohttp times out an idle keep-alive connection only after a complete
+request, and never a request head that arrives a byte at a time (slowloris):
+such a connection would hold a file descriptor for ever and, since the daemon
+exits on idle only once no connection is open, keep it running for ever.
+ConnectionGuard:
+- closes every connection that has had no request in progress for
+  ``connection_idle_seconds`` (checked on the daemon's 1 s tick);
+- keeps at most ``max_connections`` open: a connection accepted beyond them
+  closes the one that has been idle longest, among those idle for at least
+  EVICTION_GRACE_SECONDS (a real client sends its request within
+  milliseconds of connecting; without the grace a flood of new connections
+  would evict each other's before any request arrived), and is itself
+  answered 503 (Retry-After) and closed when there is none.
+Request bodies must arrive within body_timeout_seconds (api/body.py); the
+idle exit stops waiting for connections that make no request (lifecycle.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from aiohttp import web, web_protocol
+
+Connection = web_protocol.RequestHandler
+EVICTION_GRACE_SECONDS = 1.0
+
+_REFUSAL_BODY = json.dumps({"error": {
+    "message": "The server has as many connections open as it allows, all busy with requests; retry shortly",
+    "type": "server_error", "param": None, "code": "too_many_connections"}}).encode()
+# Sent before the request is read, as HTTP allows when the server closes the connection.
+REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+           b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY))
+
+
+class ConnectionGuard:
+    def __init__(self, idle_seconds: float, max_connections: int):
+        self.idle_seconds = idle_seconds
+        self.max_connections = max_connections
+        self._server: web.Server | None = None
+        # Keyed by the connection (aiohttp's handlers take no weak references);
+        # sweep() forgets the ones that have closed.
+        self._busy: dict[Connection, int] = {}
+        self._since: dict[Connection, float] = {}
+        self.closed_idle = 0  # connections closed for making no request in time
+        self.evicted = 0  # idle connections closed to make room for a new one
+        self.refused = 0  # new connections answered 503: no other one could make room
+
+    def attach(self, server: web.Server) -> None:
+        """Watch SERVER's connections; each one it accepts is admitted here first."""
+        self._server = server
+        accept = server.connection_made
+
+        def connection_made(connection: Connection, transport: asyncio.Transport) -> None:
+            accept(connection, transport)
+            self._admit(connection, transport)
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
+
+    def _open(self) -> list[Connection]:
+        return self._server.connections if self._server is not None else []
+
+    def _admit(self, connection: Connection, transport: asyncio.Transport) -> None:
+        now = time.monotonic()
+        self._since[connection] = now
+        open_now = self._open()
+        excess = len(open_now) - self.max_connections
+        if excess <= 0:
+            return
+        idle = sorted((since, id(other), other) for other in open_now
+                      if other is not connection and not self._busy.get(other)
+                      and now - (since := self._since.get(other, now)) >= EVICTION_GRACE_SECONDS)
+        for _, _, victim in idle[:excess]:
+            victim.force_close()
+            self.evicted += 1
+        if len(idle) < excess:
+            transport.write(REFUSAL)
+            connection.force_close()
+            self.refused += 1
+
+    def begin(self, connection: Connection) -> None:
+        self._busy[connection] = self._busy.get(connection, 0) + 1
+
+    def end(self, connection: Connection) -> None:
+        self._busy[connection] = self._busy.get(connection, 1) - 1
+        self._since[connection] = time.monotonic()
+
+    def sweep(self) -> None:
+        """Close every connection that has had no request in progress for idle_seconds (called each tick)."""
+        now = time.monotonic()
+        open_now = self._open()
+        for table in (self._busy, self._since):
+            for gone in table.keys() - set(open_now):
+                del table[gone]
+        for connection in open_now:
+            if not self._busy.get(connection) and now - self._since.setdefault(connection, now) >= self.idle_seconds:
+                connection.force_close()
+                self.closed_idle += 1
