@@ -200,6 +200,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_invariant", _bool, lambda: True,
            "same greedy text alone or batched: skip llama.cpp's repacked weight kernels, whose "
            "rounding depends on how many tokens share a step"),
+    Option("adaptive_threads", _bool, lambda: True,
+           "decode with fewer threads while other programs keep cores busy (un-niced ones), so a busy "
+           "machine slows decoding in proportion instead of stalling every step"),
     Option("slots", _positive_int, lambda: 4,
            "requests one model decodes together (each with its own context_length of KV cache)"),
     Option("max_queue", _non_negative_int, lambda: 32,
@@ -247,6 +250,7 @@ class Settings:
     memory_budget_mib: int
     gpu_memory_budget_mib: int
     batch_invariant: bool
+    adaptive_threads: bool
     slots: int
     max_queue: int
     queue_timeout_seconds: float

@@ -40,7 +40,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads,
         flash_attn=settings.flash_attn,
         prompt_cache_min_tokens=settings.prompt_cache_min_tokens, slots=settings.slots,
-        batch_invariant=settings.batch_invariant), settings.ramdisk_path,
+        batch_invariant=settings.batch_invariant, adaptive_threads=settings.adaptive_threads),
+        settings.ramdisk_path,
         max_waiting=settings.max_queue, budget_bytes=settings.memory_budget_mib * 2**20,
         devices=native.device_report, device_budget_bytes=settings.gpu_memory_budget_mib * 2**20)
     app.on_response_prepare.append(_add_request_id)

@@ -57,6 +57,7 @@ class LoadOptions:
     prompt_cache_min_tokens: int = 256
     slots: int = 4
     batch_invariant: bool = True
+    adaptive_threads: bool = True  # fewer threads while other programs keep cores busy (cpu_share.py)
 
 
 # Tokens evaluated in one step at most: a long prompt is taken in pieces of
@@ -134,6 +135,11 @@ class LoadedModel:
     def close(self) -> None:
         self.context.close()
         self.model.close()
+
+    def set_threads(self, threads: int) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_set_n_threads(self.context.ctx, threads, threads)
 
     def piece(self, token: int) -> bytes:
         """The bytes of one generated token (special tokens render as nothing)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hoshikage.engine import offload, ramdisk
 from hoshikage.engine.budget import default_budget_bytes, model_shape
+from hoshikage.engine.cpu_share import CpuShare
 from hoshikage.engine.llama import LoadedModel, LoadOptions, ModelLoadError
 from hoshikage.engine.native import Device, offload_devices
 from hoshikage.engine.scheduler import ModelScheduler
@@ -163,7 +164,8 @@ class ModelPool:
         self.last_event = (f"{entry.alias} loaded ({model.file_size / 2**20:.0f} MiB) "
                            f"in {model.load_seconds:.1f} s")
         log.info("model %s", self.last_event, extra={"MODEL": entry.alias})
-        return ModelScheduler(model, self.max_waiting)
+        cpu_share = CpuShare(self.options.threads) if self.options.adaptive_threads else None
+        return ModelScheduler(model, self.max_waiting, cpu_share)
 
     def _staging(self, alias: str, done: int, total: int) -> None:
         # Called from the staging thread; a str assignment is atomic, and the
@@ -225,6 +227,7 @@ class ModelPool:
                 "idle_seconds": round(now - slot.last_used, 1),
                 "slots": slot.scheduler.describe_slots(),
                 "prompt_cache": slot.scheduler.describe_prompt_cache(),
+                "threads": slot.scheduler.cpu_share.threads if slot.scheduler.cpu_share else self.options.threads,
                 "running": slot.scheduler.running,
                 "waiting": slot.scheduler.waiting,
             }

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 
 from hoshikage.engine.batch import BatchEngine, Job
+from hoshikage.engine.cpu_share import CpuShare
 from hoshikage.engine.llama import Chunk, LoadedModel, Prompt
 from hoshikage.engine.sampling import SamplingParams
 
@@ -117,8 +118,9 @@ class TokenStream:
 
 
 class ModelScheduler:
-    def __init__(self, model: LoadedModel, max_waiting: int):
+    def __init__(self, model: LoadedModel, max_waiting: int, cpu_share: CpuShare | None = None):
         self.model = model
+        self.cpu_share = cpu_share  # None: always decode with the configured threads
         self.max_waiting = max_waiting
         self.leases = 0  # handed out by the pool, job not submitted yet
         self.running = 0  # requests holding slots
@@ -198,6 +200,7 @@ class ModelScheduler:
                 if self._closing and not self._queue and not self._engine.active:
                     break
                 self._admit()
+            self._fit_threads()
             try:
                 self._engine.step()
             except Exception as error:  # noqa: BLE001 - a bug here must not leave clients waiting
@@ -207,6 +210,13 @@ class ModelScheduler:
         self._engine.close()
         self._hand_over(wait=False)
         self.model.close()
+
+    def _fit_threads(self) -> None:
+        """Between steps: decode with the threads the CPU can give now (engine/cpu_share.py)."""
+        threads = self.cpu_share.decide() if self.cpu_share is not None else None
+        if threads is not None:
+            log.debug("%s decodes with %d of %d threads now", self.model.entry.alias, threads, self.cpu_share.most)
+            self.model.set_threads(threads)
 
     def _hand_over(self, wait: bool) -> None:
         """Send what the step produced, in one wake-up of the event loop, after the step.
