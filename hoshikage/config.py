@@ -218,7 +218,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("body_timeout_seconds", _positive_number, lambda: 60.0,
            "longest a request body may take to arrive (408 beyond it)"),
     Option("connection_idle_seconds", _positive_number, lambda: 30.0,
-           "a connection with no request in progress for this long is closed (slow or idle clients)"),
+           "a connection with no request in progress for this long is closed (the keep-alive timeout; "
+           "also for a request head that trickles in)"),
     Option("max_connections", _positive_int, lambda: 512,
            "open connections at most; beyond, the longest idle one is closed, or 503 when all are busy"),
     Option("embedded_model", _bool, lambda: True,

@@ -63,11 +63,11 @@ class StatusLine:
 
 async def watch(runner: web.AppRunner, sites: list[web.BaseSite], activity: Activity, pool: ModelPool,
                 connections: ConnectionGuard, idle_timeout: int, exit_when_idle: bool) -> str:
-    """Keep STATUS= current and stale connections closed; return "idle" once it stopped accepting to exit."""
+    """Keep STATUS= current; return "idle" once the daemon has stopped accepting to exit."""
     status = StatusLine()
     while True:
         status.show(status_text(activity, pool, idle_timeout, exit_when_idle))
-        connections.sweep()
+        connections.forget()
         idle_for = activity.idle_for()
         # Open connections hold the exit back (a keep-alive client may send its next request any
         # moment), but not for ever: clients that keep opening connections and sending nothing

@@ -116,4 +116,3 @@ def _depth(value: Any) -> int:
             break
         stack.extend((child, level + 1) for child in children)
     return deepest
-

@@ -1,20 +1,17 @@
-"""What slow, stuck or too many clients may hold: bounded time, bounded connections.
+"""How many connections clients may hold, and which one goes when there are too many.
 
-aiohttp times out an idle keep-alive connection only after a complete
-request, and never a request head that arrives a byte at a time (slowloris):
-such a connection would hold a file descriptor for ever and, since the daemon
-exits on idle only once no connection is open, keep it running for ever.
-ConnectionGuard:
-- closes every connection that has had no request in progress for
-  ``connection_idle_seconds`` (checked on the daemon's 1 s tick);
-- keeps at most ``max_connections`` open: a connection accepted beyond them
-  closes the one that has been idle longest, among those idle for at least
-  EVICTION_GRACE_SECONDS (a real client sends its request within
-  milliseconds of connecting; without the grace a flood of new connections
-  would evict each other's before any request arrived), and is itself
-  answered 503 (Retry-After) and closed when there is none.
-Request bodies must arrive within body_timeout_seconds (api/body.py); the
-idle exit stops waiting for connections that make no request (lifecycle.py).
+aiohttp closes a connection that has had no request in progress for its
+keep-alive timeout (the daemon sets it to ``connection_idle_seconds``),
+whether the request head trickles in or nothing comes at all; request bodies
+must arrive within body_timeout_seconds (api/body.py); the idle exit stops
+waiting for connections that make no request (lifecycle.py). What is left is
+how many connections are open at once: ConnectionGuard keeps at most
+``max_connections``. A connection accepted beyond them closes the one that
+has been idle longest, among those idle for at least EVICTION_GRACE_SECONDS
+(a real client sends its request within milliseconds of connecting; without
+the grace a flood of new connections would evict each other's before any
+request arrived), and is itself answered 503 (Retry-After) and closed when
+there is none.
 """
 
 from __future__ import annotations
@@ -42,10 +39,9 @@ class ConnectionGuard:
         self.max_connections = max_connections
         self._server: web.Server | None = None
         # Keyed by the connection (aiohttp's handlers take no weak references);
-        # sweep() forgets the ones that have closed.
+        # forget() drops the ones that have closed.
         self._busy: dict[Connection, int] = {}
         self._since: dict[Connection, float] = {}
-        self.closed_idle = 0  # connections closed for making no request in time
         self.evicted = 0  # idle connections closed to make room for a new one
         self.refused = 0  # new connections answered 503: no other one could make room
 
@@ -81,6 +77,11 @@ class ConnectionGuard:
             connection.force_close()
             self.refused += 1
 
+    def describe(self) -> dict[str, int]:
+        """For /v1/status: open connections, and how many the guard has closed or refused."""
+        return {"open": len(self._open()), "max": self.max_connections, "evicted": self.evicted,
+                "refused": self.refused}
+
     def begin(self, connection: Connection) -> None:
         self._busy[connection] = self._busy.get(connection, 0) + 1
 
@@ -88,14 +89,9 @@ class ConnectionGuard:
         self._busy[connection] = self._busy.get(connection, 1) - 1
         self._since[connection] = time.monotonic()
 
-    def sweep(self) -> None:
-        """Close every connection that has had no request in progress for idle_seconds (called each tick)."""
-        now = time.monotonic()
-        open_now = self._open()
+    def forget(self) -> None:
+        """Drop what is known of connections that have closed (called each tick)."""
+        open_now = set(self._open())
         for table in (self._busy, self._since):
-            for gone in table.keys() - set(open_now):
+            for gone in table.keys() - open_now:
                 del table[gone]
-        for connection in open_now:
-            if not self._busy.get(connection) and now - self._since.setdefault(connection, now) >= self.idle_seconds:
-                connection.force_close()
-                self.closed_idle += 1

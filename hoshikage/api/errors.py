@@ -34,13 +34,13 @@ class APIError(Exception):
                  code: str | None = None, error_type: str | None = None,
                  headers: dict[str, str] | None = None, close_connection: bool = False):
         super().__init__(message)
-        self.close_connection = close_connection  # what is left of the request cannot be read in time
         self.status = status
         self.message = message
         self.param = param
         self.code = code
         self.error_type = error_type or _TYPES.get(status, "server_error")
         self.headers = headers or {}
+        self.close_connection = close_connection  # what is left of the request cannot be read in time
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.error_type,

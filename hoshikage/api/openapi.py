@@ -52,6 +52,7 @@ STATUS = {"type": "object", "required": ["status", "version", "uptime_seconds", 
                          "uptime_seconds": {"type": "number"}, "loaded_models": {"type": "array"},
                          "registered_models": {"type": "array", "items": {"type": "string"}},
                          "devices": {"type": "array"}, "queue": {"type": "object"}, "idle": {"type": "object"},
+                         "connections": {"type": "object"},
                          "requests_served": {"type": "integer"}}}
 
 

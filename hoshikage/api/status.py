@@ -33,6 +33,7 @@ async def status(request: web.Request) -> web.Response:
             "waiting": sum(model["waiting"] for model in models),
         },
         "requests_served": activity.served,
+        "connections": request.app[keys.CONNECTIONS].describe(),
         "idle": {
             "timeout_seconds": idle_timeout,
             "idle_seconds": round(idle_for, 1),
