@@ -16,6 +16,7 @@ from aiohttp import web
 
 from hoshikage import __version__, lifecycle, systemd
 from hoshikage.api import create_app, keys
+from hoshikage.api.framing import shape_parser_errors
 from hoshikage.config import Settings, parse_listen_address
 from hoshikage.model_files import ensure_embedded_model
 from hoshikage.registry import Registry
@@ -52,6 +53,7 @@ async def _serve(settings: Settings) -> int:
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=keepalive,
                            handle_signals=False, auto_decompress=False)
     await runner.setup()
+    shape_parser_errors(runner.server)
     app[keys.CONNECTIONS].attach(runner.server)
     try:
         sites = await _start_sites(runner, inherited, settings)

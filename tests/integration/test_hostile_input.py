@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import socket
 
 import httpx
@@ -65,6 +66,19 @@ def test_a_body_that_inflates_past_the_limit_is_413(daemon):
     response = httpx.post(f"{daemon.base_url}/v1/chat/completions", content=bomb, timeout=60,
                           headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
     assert_openai_error(response, 413, "request_too_large")
+
+
+@pytest.mark.parametrize("request_bytes", [
+    post(json.dumps(GOOD).encode()) + b"GARBAGE\r\n\r\n",  # past Content-Length: read as the next request
+    b"GET /health HTTP/1.1\r\nHost: hoshikage\r\nBad Header Line\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS hello on the plain port
+])
+def test_requests_that_are_not_http_get_an_openai_shaped_400(daemon, request_bytes):
+    answers = re.split(rb"HTTP/1\.[01] ", raw_exchange(daemon, request_bytes))[1:]
+    head, _, body = answers[-1].partition(b"\r\n\r\n")
+    assert head.startswith(b"400 ") and b"application/json" in head, answers[-1][:300]
+    assert json.loads(body)["error"]["code"] == "invalid_http"
+    assert httpx.get(f"{daemon.base_url}/health", timeout=30).status_code == 200
 
 
 def test_a_gzip_body_is_read(daemon):
