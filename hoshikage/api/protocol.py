@@ -68,12 +68,19 @@ FIELDS: dict[str, dict[str, Any]] = {
                               "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100}},
                              {"type": "null"}],
                    "description": "token id -> bias; ids must be in the model's vocabulary"},
+    "top_k": _nullable({"type": "integer", "minimum": 0, "default": 0,
+                        "description": "llama.cpp's extension: sample from the k likeliest tokens (0: all)"}),
+    "min_p": _nullable({"type": "number", "minimum": 0, "maximum": 1, "default": 0.0,
+                        "description": "llama.cpp's extension: drop tokens less likely than min_p x the likeliest"}),
+    "repeat_penalty": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": 2, "default": 1.0,
+                                 "description": "llama.cpp's extension: divide the logits of the last 64 "
+                                                "tokens by it (1: off)"}),
     "ignore_eos": _nullable({"type": "boolean", "default": False,
                              "description": "llama-server's extension: generate to max_tokens, past "
                                             "end-of-generation tokens"}),
 }
 _COMMON = ("model", "max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty",
-           "stream", "stream_options", "user", "n", "logit_bias", "ignore_eos")
+           "stream", "stream_options", "user", "n", "logit_bias", "ignore_eos", "top_k", "min_p", "repeat_penalty")
 CHAT_FIELDS = (*_COMMON, "messages", "max_completion_tokens")
 COMPLETION_FIELDS = (*_COMMON, "prompt")
 REQUIRED = {"chat": ("model", "messages"), "completion": ("model", "prompt")}
@@ -154,6 +161,9 @@ def _parse_common(body: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any
         top_p=_scalar(body, "top_p"),
         presence_penalty=_scalar(body, "presence_penalty"),
         frequency_penalty=_scalar(body, "frequency_penalty"),
+        top_k=_scalar(body, "top_k"),
+        min_p=_scalar(body, "min_p"),
+        repeat_penalty=_scalar(body, "repeat_penalty"),
         seed=_scalar(body, "seed"),
         logit_bias=_parse_logit_bias(body.get("logit_bias")),
         ignore_eos=_scalar(body, "ignore_eos"),
@@ -172,7 +182,7 @@ def _parse_common(body: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any
 
 
 def _scalar(body: dict[str, Any], name: str) -> Any:
-    """BODY[NAME] checked against FIELDS[NAME] (type, minimum, maximum, minLength); its default when absent."""
+    """BODY[NAME] checked against FIELDS[NAME] (type, bounds, minLength); its default when absent."""
     schema = FIELDS[name]
     value = body.get(name)
     if value is None:
@@ -199,6 +209,10 @@ def _scalar(body: dict[str, Any], name: str) -> Any:
         raise invalid(f"'{name}' must be between {low:g} and {high:g}, got {value}", param=name)
     if low is not None and value < low:
         raise invalid(f"'{name}' must be at least {low}, got {value}", param=name)
+    above = schema.get("exclusiveMinimum")
+    if above is not None and not (value > above and value <= schema.get("maximum", value)):
+        raise invalid(f"'{name}' must be greater than {above:g} and at most {schema['maximum']:g}, got {value}",
+                      param=name)
     return value
 
 

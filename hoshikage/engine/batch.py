@@ -244,6 +244,14 @@ class BatchEngine:
         self._llama.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         slot.cached = []
 
+    def drop(self, job: Job) -> None:
+        """Free whatever slots JOB had taken when its admission failed half-way."""
+        for slot in self._slots:
+            if slot.sequence is not None and slot.sequence.job is job:
+                slot.sequence.sampler.close()
+                slot.sequence = None
+                self._forget(slot)
+
     def fail_all(self, error: BaseException) -> None:
         log.error("generation failed on %s: %s", self.model.entry.alias, error)
         jobs = {id(slot.sequence.job): slot.sequence.job for slot in self._slots if slot.sequence is not None}

@@ -11,6 +11,9 @@ class SamplingParams:
     top_p: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    top_k: int = 0  # llama.cpp's extensions: 0, 0.0 and 1.0 leave them out of the chain
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
     seed: int | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit); ids checked by the caller
     ignore_eos: bool = False  # never pick an end-of-generation token: run to max_tokens
@@ -44,7 +47,7 @@ class Sampler:
         # directly skips llama_sampler_sample's copy of the whole vocabulary
         # into a candidate array: 0.3 ms a token for Gemma 3's 262k tokens,
         # 3% of a step with four sequences; the argmax takes 0.03 ms.
-        penalised = bool(params.presence_penalty or params.frequency_penalty)
+        penalised = bool(params.presence_penalty or params.frequency_penalty or params.repeat_penalty != 1.0)
         self._chain = (None if params.temperature <= 0 and not penalised
                        else _chain(params, seed_offset, bias, n_vocab))
         if self._chain is None:
@@ -82,14 +85,18 @@ def _chain(params: SamplingParams, seed_offset: int, bias: dict[int, float], n_v
         # llama.cpp copies the entries: the ctypes array may go when this returns.
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_logit_bias(
             n_vocab, len(bias), entries))
-    if params.presence_penalty or params.frequency_penalty:
+    if params.presence_penalty or params.frequency_penalty or params.repeat_penalty != 1.0:
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_penalties(
-            PENALTY_WINDOW, 1.0, params.frequency_penalty, params.presence_penalty))
+            n_vocab, PENALTY_WINDOW, params.repeat_penalty, params.frequency_penalty, params.presence_penalty))
     if params.temperature <= 0:
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
         return chain
+    if params.top_k > 0:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
     if params.top_p < 1.0:
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+    if params.min_p > 0.0:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
     llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
     seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else (params.seed + seed_offset) & 0xFFFFFFFF
     llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))

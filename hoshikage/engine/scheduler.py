@@ -246,8 +246,14 @@ class ModelScheduler:
                 return
             self._queue.popleft()
             self.running += 1
-            self._engine.admit(job)
-            stream.mark_started_threadsafe()
+            stream.mark_started_threadsafe()  # the request reads what follows: its chunks, or the error
+            try:
+                self._engine.admit(job)
+            except Exception as error:  # noqa: BLE001 - a bug here must fail this request, not the worker
+                log.exception("starting a request on %s failed", self.model.entry.alias)
+                self._engine.drop(job)
+                self._send(stream, error)
+                self.running -= 1
 
     async def close(self) -> None:
         """Let the worker finish what it has, then free the model."""

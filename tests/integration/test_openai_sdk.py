@@ -149,3 +149,32 @@ def test_ignore_eos_generates_past_the_end_token(openai_tcp, gemma_vocab, temper
                                                   temperature=temperature, logit_bias=end,
                                                   extra_body={"ignore_eos": True})
     assert going_on.choices[0].finish_reason == "length" and going_on.usage.completion_tokens == 5
+
+
+@pytest.mark.parametrize("narrowing", [{"top_k": 1}, {"min_p": 1.0}])
+def test_top_k_1_and_min_p_1_sample_the_greedy_answer(openai_tcp, narrowing):
+    """llama.cpp's extensions: with only the likeliest token left, sampling at temperature 1 is greedy."""
+    greedy = openai_tcp.chat.completions.create(model="gemma", messages=MESSAGES, max_tokens=16, temperature=0)
+    narrowed = openai_tcp.chat.completions.create(model="gemma", messages=MESSAGES, max_tokens=16, temperature=1.0,
+                                                  seed=3, extra_body=narrowing)
+    assert narrowed.choices[0].message.content == greedy.choices[0].message.content
+
+
+def test_repeat_penalty_breaks_a_greedy_loop(openai_tcp):
+    looping = [{"role": "user", "content": "Hi"}]  # the base model repeats one line over and over
+    plain = openai_tcp.chat.completions.create(model="gemma", messages=looping, max_tokens=40, temperature=0)
+    lines = plain.choices[0].message.content.split("\n")
+    assert len(set(lines[:4])) == 1, plain.choices[0].message.content  # the loop this test is about
+    penalised = openai_tcp.chat.completions.create(model="gemma", messages=looping, max_tokens=40, temperature=0,
+                                                   extra_body={"repeat_penalty": 1.5})
+    assert penalised.choices[0].message.content != plain.choices[0].message.content
+
+
+@pytest.mark.parametrize("penalty", [{"presence_penalty": 1.5}, {"frequency_penalty": 1.5}])
+def test_presence_and_frequency_penalties_break_a_greedy_loop(openai_tcp, penalty):
+    looping = [{"role": "user", "content": "Hi"}]
+    plain = openai_tcp.chat.completions.create(model="gemma", messages=looping, max_tokens=40, temperature=0)
+    penalised = openai_tcp.chat.completions.create(model="gemma", messages=looping, max_tokens=40, temperature=0,
+                                                   **penalty)
+    assert penalised.usage.completion_tokens > 0
+    assert penalised.choices[0].message.content != plain.choices[0].message.content

@@ -72,6 +72,10 @@ def test_neutral_values_of_unsupported_fields_pass():
     ({"logit_bias": {"7": 101}}, "logit_bias"),
     ({"logit_bias": {"7": "up"}}, "logit_bias"),
     ({"ignore_eos": "yes"}, "ignore_eos"),
+    ({"top_k": -1}, "top_k"),
+    ({"min_p": 1.5}, "min_p"),
+    ({"repeat_penalty": 0}, "repeat_penalty"),
+    ({"repeat_penalty": 3}, "repeat_penalty"),
 ])
 def test_bad_fields_name_their_param(changes, param):
     assert param_of({**CHAT, **changes}) == param
@@ -82,6 +86,13 @@ def test_logit_bias_and_ignore_eos():
     assert sampling.logit_bias == ((3, 2.5), (12, -100.0))
     assert sampling.ignore_eos
     assert parse_chat_request(CHAT).sampling.logit_bias == () and not parse_chat_request(CHAT).sampling.ignore_eos
+
+
+def test_llama_cpp_sampling_extensions():
+    sampling = parse_chat_request({**CHAT, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}).sampling
+    assert (sampling.top_k, sampling.min_p, sampling.repeat_penalty) == (40, 0.05, 1.1)
+    neutral = parse_chat_request(CHAT).sampling
+    assert (neutral.top_k, neutral.min_p, neutral.repeat_penalty) == (0, 0.0, 1.0)
 
 
 def test_completion_prompts():
