@@ -13,6 +13,7 @@ from pathlib import Path
 from hoshikage import __version__
 from hoshikage.config import ConfigError, Settings, load_settings
 from hoshikage.gguf_meta import GGUFError
+from hoshikage.memory_cli import MemoryCommandError
 from hoshikage.registry import Registry, RegistryError
 
 EXIT_FAILED = 1
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("alias")
     status = commands.add_parser("status", help="what the daemon is doing (never starts it)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    from hoshikage import memory_cli
+
+    memory_cli.add_parser(commands)
     commands.add_parser("ramdisk-hold", help=argparse.SUPPRESS)  # run by hoshikage-ramdisk.service
     return parser
 
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         return COMMANDS[args.command](settings, args)
-    except (RegistryError, GGUFError) as error:
+    except (RegistryError, GGUFError, MemoryCommandError) as error:
         print(f"hoshikage: {error}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -229,6 +233,12 @@ def _status(settings: Settings, args) -> int:
     return 0
 
 
+def _memory(settings: Settings, args) -> int:
+    from hoshikage.memory_cli import run
+
+    return run(settings, args)
+
+
 def _ramdisk_hold(settings: Settings, args) -> int:
     from hoshikage import systemd
     from hoshikage.engine.ramdisk import hold
@@ -243,4 +253,4 @@ def _ramdisk_hold(settings: Settings, args) -> int:
 
 COMMANDS = {"serve": _serve, "add": _add, "remove": _remove, "rm": _remove, "list": _list,
             "ls": _list, "show": _show, "status": _status,
-            "ramdisk-hold": _ramdisk_hold}
+            "ramdisk-hold": _ramdisk_hold, "memory": _memory}

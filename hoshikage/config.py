@@ -89,6 +89,21 @@ def _optional_text(value: Any) -> str | None:
     return None if value in (None, "") else _text(value)
 
 
+def _optional_prefix(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string (empty for none)")
+    return value
+
+
+def _memory_overflow(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in {"off", "summarize"}:
+        raise ValueError("must be off or summarize")
+    return text
+
+
 def _listen_list(value: Any) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items:
@@ -181,6 +196,17 @@ OPTIONS: tuple[Option, ...] = (
            "messages per cluster when summarising", ("CLUSTER_DIVISOR",)),
     Option("min_clusters", _positive_int, lambda: 1, "fewest summary clusters", ("MIN_CLUSTERS",)),
     Option("max_clusters", _positive_int, lambda: 20, "most summary clusters", ("MAX_CLUSTERS",)),
+    Option("embedding_query_prefix", _optional_prefix, lambda: None,
+           "text put before a memory query for the embedding model (default: \"クエリ: \" for ruri models, "
+           "else none)"),
+    Option("embedding_passage_prefix", _optional_prefix, lambda: None,
+           "text put before each remembered sentence for the embedding model (default: \"文章: \" for ruri "
+           "models, else none)"),
+    Option("memory_retention_days", _positive_int, lambda: 30,
+           "conversations unused for this many days are forgotten (checked when memory opens and when idle)"),
+    Option("memory_overflow", _memory_overflow, lambda: "off",
+           "chat completions longer than the context: off (400 context_length_exceeded) or summarize "
+           "(memory's summary and recall, as /v1/responses always does)"),
     Option("threads", _positive_int, _default_threads,
            "decode threads per model (default: physical cores)"),
     Option("context_length", _positive_int, lambda: 4096,
@@ -243,6 +269,10 @@ class Settings:
     cluster_divisor: int
     min_clusters: int
     max_clusters: int
+    embedding_query_prefix: str | None
+    embedding_passage_prefix: str | None
+    memory_retention_days: int
+    memory_overflow: str
     threads: int
     context_length: int
     gpu_layers: int | str
@@ -267,6 +297,10 @@ class Settings:
     @property
     def registry_file(self) -> Path:
         return self.model_map_file or self.state_dir / "models.json"
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.chroma_path or self.state_dir / "chroma"
 
     @property
     def models_dir(self) -> Path:

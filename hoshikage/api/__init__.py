@@ -11,7 +11,7 @@ import uuid
 from aiohttp import web
 
 from hoshikage.activity import Activity
-from hoshikage.api import keys, openai, openapi, status
+from hoshikage.api import conversations, keys, openai, openapi, responses, status
 from hoshikage.api.auth import api_key_middleware
 from hoshikage.api.connections import ConnectionGuard
 from hoshikage.api.errors import error_middleware
@@ -19,6 +19,7 @@ from hoshikage.config import Settings
 from hoshikage.engine import native
 from hoshikage.engine.llama import LoadOptions
 from hoshikage.engine.models import ModelPool
+from hoshikage.memory.service import Memory, MemorySettings
 from hoshikage.registry import Registry
 
 log = logging.getLogger("hoshikage.api")
@@ -44,9 +45,13 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         settings.ramdisk_path,
         max_waiting=settings.max_queue, budget_bytes=settings.memory_budget_mib * 2**20,
         devices=native.device_report, device_budget_bytes=settings.gpu_memory_budget_mib * 2**20)
+    # Opens nothing yet: the store and the embedding model load on the first memory request.
+    app[keys.MEMORY] = Memory(MemorySettings.from_settings(settings))
     app.on_response_prepare.append(_add_request_id)
     app.on_response_prepare.append(_close_when_draining)
     openai.setup_routes(app)
+    responses.setup_routes(app)
+    conversations.setup_routes(app)
     openapi.setup_routes(app)
     status.setup_routes(app)
     app.cleanup_ctx.append(_model_pool_lifetime)
@@ -55,25 +60,29 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
 
 async def _model_pool_lifetime(app: web.Application):
     """Release idle models in the background; free every model on shutdown."""
-    settings, pool = app[keys.SETTINGS], app[keys.POOL]
+    settings, pool, memory = app[keys.SETTINGS], app[keys.POOL], app[keys.MEMORY]
     releaser = None
     if settings.idle_timeout_seconds:
         # Per model: one unused for the timeout goes even while another is serving.
-        releaser = asyncio.create_task(_release_idle_models(pool, settings.idle_timeout_seconds))
+        releaser = asyncio.create_task(_release_idle_models(pool, memory, app[keys.ACTIVITY],
+                                                            settings.idle_timeout_seconds))
     yield
     if releaser:
         releaser.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await releaser
     await pool.close()
+    await memory.close()
 
 
-async def _release_idle_models(pool: ModelPool, idle_seconds: int) -> None:
+async def _release_idle_models(pool: ModelPool, memory: Memory, activity: Activity, idle_seconds: int) -> None:
     # A coarse tick is enough: release happens minutes after the last use.
     tick = max(1.0, min(30.0, idle_seconds / 10))
     while True:
         await asyncio.sleep(tick)
         await pool.unload_idle(idle_seconds)
+        if activity.in_flight == 0 and activity.idle_for() >= idle_seconds:
+            await memory.expire()  # retention, when idle; a store never opened stays closed
 
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -123,5 +132,5 @@ async def request_log_middleware(request: web.Request, handler):
             "%s %s %s %d ms", request.method, request.path, status_code, duration_ms,
             extra={"REQUEST_ID": request_id, "MODEL": request.get("model", ""),
                    "STATUS": status_code, "TOKENS": request.get("tokens", 0),
-                   "DURATION_MS": duration_ms},
+                   "DURATION_MS": duration_ms, **request.get("log_fields", {})},
         )

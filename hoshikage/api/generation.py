@@ -9,10 +9,11 @@ client should see; the stream is cancelled whenever the request ends early
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -39,17 +40,13 @@ def parse_body(body: Any, parse: Callable[[Any], GenerationRequest]) -> Generati
     return parsed
 
 
-async def run_generation(
-    request: web.Request,
-    parsed: GenerationRequest,
-    build_prompt: Callable[[LoadedModel], Prompt],
-) -> AsyncIterator[Chunk]:
-    """Yield the chunks of PARSED, from the first token to the one with finish_reason."""
+async def scheduler_for(request: web.Request, model: str):
+    """MODEL's scheduler, loaded if need be, leased (release_lease() when done); failures as APIError."""
     pool = request.app[keys.POOL]
     try:
-        scheduler = await pool.scheduler_for(parsed.model)
+        scheduler = await pool.scheduler_for(model)
     except UnknownModel:
-        raise APIError(404, f"The model '{parsed.model}' does not exist", param="model",
+        raise APIError(404, f"The model '{model}' does not exist", param="model",
                        code="model_not_found") from None
     except ModelLoadError as error:
         # The administrator's to fix (the message says how), not a bug: 503, not 500.
@@ -59,9 +56,20 @@ async def run_generation(
         raise invalid(f"{error}; ask the administrator, or use a smaller model", param="model",
                       code="model_too_large") from None
     except BudgetBusy:
-        raise APIError(503, f"The memory budget is taken by models serving requests; '{parsed.model}' "
+        raise APIError(503, f"The memory budget is taken by models serving requests; '{model}' "
                             "cannot be loaded right now", code="memory_budget_busy", error_type="server_error",
                        headers={"Retry-After": str(RETRY_AFTER_QUEUE_TIMEOUT)}) from None
+    return scheduler
+
+
+async def run_generation(
+    request: web.Request,
+    parsed: GenerationRequest,
+    build_prompt: Callable[[LoadedModel], Prompt] | Callable[[LoadedModel], Awaitable[Prompt]],
+) -> AsyncIterator[Chunk]:
+    """Yield the chunks of PARSED, from the first token to the one with finish_reason."""
+    pool = request.app[keys.POOL]
+    scheduler = await scheduler_for(request, parsed.model)
     try:
         stream = await _submit(scheduler, parsed, build_prompt)
     finally:
@@ -86,15 +94,17 @@ async def run_generation(
 async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[LoadedModel], Prompt]):
     """Build the prompt and queue the job; each failure as the APIError the client should see."""
     try:
-        prompt = await asyncio.to_thread(build_prompt, scheduler.model)
+        if inspect.iscoroutinefunction(build_prompt):  # memory's assembly awaits its own thread
+            prompt = await build_prompt(scheduler.model)
+        else:
+            prompt = await asyncio.to_thread(build_prompt, scheduler.model)
     except PromptTooLong as error:
         raise invalid(
             f"This model's maximum context length is {error.context_length} tokens. However, your "
             f"request has {error.prompt_tokens} prompt tokens. Please reduce the length of the prompt.",
-            param="messages" if hasattr(parsed, "messages") else "prompt",
-            code="context_length_exceeded") from None
+            param=prompt_param(parsed), code="context_length_exceeded") from None
     except ValueError as error:  # a chat template's raise_exception, a bad token id
-        raise invalid(str(error), param="messages" if hasattr(parsed, "messages") else "prompt") from None
+        raise invalid(str(error), param=prompt_param(parsed)) from None
     vocabulary = scheduler.model.n_vocab
     outside = next((token for token, _ in parsed.sampling.logit_bias if token >= vocabulary), None)
     if outside is not None:
@@ -108,6 +118,11 @@ async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[
     except QueueFull as full:
         raise APIError(429, f"The model '{parsed.model}' is busy ({full.args[0]} requests waiting); retry shortly",
                        code="queue_full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)}) from None
+
+
+def prompt_param(parsed: GenerationRequest) -> str:
+    """The request field that holds the prompt, for errors about it."""
+    return getattr(parsed, "prompt_param", None) or ("messages" if hasattr(parsed, "messages") else "prompt")
 
 
 def new_id(prefix: str) -> str:

@@ -8,6 +8,7 @@ from hoshikage.activity import Activity
 from hoshikage.api.connections import ConnectionGuard
 from hoshikage.config import Settings
 from hoshikage.engine.models import ModelPool
+from hoshikage.memory.service import Memory
 from hoshikage.registry import Registry
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -15,3 +16,4 @@ REGISTRY = web.AppKey("registry", Registry)
 POOL = web.AppKey("pool", ModelPool)
 ACTIVITY = web.AppKey("activity", Activity)
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)
+MEMORY = web.AppKey("memory", Memory)

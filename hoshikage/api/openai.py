@@ -7,6 +7,7 @@ generating endpoints differ in three things: how the prompt is built, the
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +32,7 @@ class _Surface:
     object_name: str
     chunk_object_name: str
     parse: Callable[[Any], GenerationRequest]
-    prompt: Callable[[GenerationRequest], Callable]  # request -> (model -> Prompt)
+    prompt: Callable[[web.Request, GenerationRequest], Callable]  # -> (model -> Prompt, or its awaitable)
     choice: Callable[[int, str, str | None], dict[str, Any]]  # whole answer
     delta: Callable[[int, str, str | None, bool], dict[str, Any]]  # streamed piece
 
@@ -56,14 +57,43 @@ def _completion_delta(index: int, text: str, finish_reason: str | None, first: b
     return _completion_choice(index, text, finish_reason)
 
 
+def _chat_prompt(request: web.Request, parsed) -> Callable:
+    """The chat prompt builder: plain, or through memory when an overlong chat is to be summarised."""
+    overflow = parsed.memory_overflow or request.app[keys.SETTINGS].memory_overflow
+    if overflow != "summarize":
+        return lambda model: model.chat_prompt(parsed.messages, parsed.stop)
+
+    async def summarized(model):
+        from hoshikage.api.memory_access import memory_errors
+        from hoshikage.api.responses import memory_log_fields
+        from hoshikage.memory import context
+        from hoshikage.memory.service import HistoryTurn, assemble
+
+        pinned, turns = context.split_pinned(list(parsed.messages))
+        history = [HistoryTurn(message["role"], message["content"], None) for message in turns]
+        budget = context.answer_budget(model.context_length, parsed.max_tokens)
+        with memory_errors():
+            try:
+                assembly = await assemble(request.app[keys.MEMORY], None, pinned, history, budget,
+                                          model.count_chat_tokens)
+            except context.ContextTooLong as error:
+                raise APIError(400, f"The newest message needs {error.prompt_tokens} tokens; this model's context "
+                                    f"has room for {error.budget} besides the answer", param="messages",
+                               code="context_length_exceeded") from None
+        request["log_fields"] = memory_log_fields(assembly, None)
+        return await asyncio.to_thread(model.chat_prompt, assembly.messages, parsed.stop)
+
+    return summarized
+
+
 CHAT = _Surface(
     "chatcmpl", "chat.completion", "chat.completion.chunk", parse_chat_request,
-    lambda r: lambda model: model.chat_prompt(r.messages, r.stop),
+    _chat_prompt,
     _chat_choice, _chat_delta,
 )
 COMPLETION = _Surface(
     "cmpl", "text_completion", "text_completion", parse_completion_request,
-    lambda r: lambda model: model.completion_prompt(r.prompt, r.stop),
+    lambda request, r: lambda model: model.completion_prompt(r.prompt, r.stop),
     _completion_choice, _completion_delta,
 )
 
@@ -71,7 +101,7 @@ COMPLETION = _Surface(
 async def _serve(request: web.Request, surface: _Surface) -> web.StreamResponse:
     parsed = parse_body(await read_json(request), surface.parse)
     request["model"] = parsed.model
-    chunks = run_generation(request, parsed, surface.prompt(parsed))
+    chunks = run_generation(request, parsed, surface.prompt(request, parsed))
     # The first chunk is awaited before anything is sent, so every error that
     # can happen before generation (unknown model, prompt too long) is still a
     # proper JSON error with its status code, for streams too.

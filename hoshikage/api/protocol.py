@@ -78,10 +78,14 @@ FIELDS: dict[str, dict[str, Any]] = {
     "ignore_eos": _nullable({"type": "boolean", "default": False,
                              "description": "llama-server's extension: generate to max_tokens, past "
                                             "end-of-generation tokens"}),
+    "memory_overflow": {"type": ["string", "null"], "enum": ["off", "summarize", None],
+                        "description": "Hoshikage's extension: a conversation longer than the context is refused "
+                                       "(off) or compressed by memory's summary and recall (summarize); default: "
+                                       "the daemon's memory_overflow setting"},
 }
 _COMMON = ("model", "max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty",
            "stream", "stream_options", "user", "n", "logit_bias", "ignore_eos", "top_k", "min_p", "repeat_penalty")
-CHAT_FIELDS = (*_COMMON, "messages", "max_completion_tokens")
+CHAT_FIELDS = (*_COMMON, "messages", "max_completion_tokens", "memory_overflow")
 COMPLETION_FIELDS = (*_COMMON, "prompt")
 REQUIRED = {"chat": ("model", "messages"), "completion": ("model", "prompt")}
 # Known to OpenAI, not implemented here: only their neutral values are accepted.
@@ -121,6 +125,7 @@ class GenerationRequest:
 @dataclasses.dataclass(frozen=True)
 class ChatRequest(GenerationRequest):
     messages: tuple[dict[str, str], ...]
+    memory_overflow: str | None = None  # None: the daemon's setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,10 +136,11 @@ class CompletionRequest(GenerationRequest):
 def parse_chat_request(body: Any) -> ChatRequest:
     body = _require_object(body)
     common = _parse_common(body, CHAT_FIELDS)
-    max_tokens = _scalar(body, "max_completion_tokens")
+    max_tokens = scalar(body, "max_completion_tokens")
     if max_tokens is not None:
         common["max_tokens"] = max_tokens
-    return ChatRequest(**common, messages=_parse_messages(body.get("messages")))
+    return ChatRequest(**common, messages=_parse_messages(body.get("messages")),
+                       memory_overflow=scalar(body, "memory_overflow"))
 
 
 def parse_completion_request(body: Any) -> CompletionRequest:
@@ -155,33 +161,33 @@ def _parse_common(body: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any
             raise invalid(f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
     if body.get("model") is None:
         raise invalid("'model' is required and must be a non-empty string", param="model")
-    stream = _scalar(body, "stream")
+    stream = scalar(body, "stream")
     sampling = SamplingParams(
-        temperature=_scalar(body, "temperature"),
-        top_p=_scalar(body, "top_p"),
-        presence_penalty=_scalar(body, "presence_penalty"),
-        frequency_penalty=_scalar(body, "frequency_penalty"),
-        top_k=_scalar(body, "top_k"),
-        min_p=_scalar(body, "min_p"),
-        repeat_penalty=_scalar(body, "repeat_penalty"),
-        seed=_scalar(body, "seed"),
+        temperature=scalar(body, "temperature"),
+        top_p=scalar(body, "top_p"),
+        presence_penalty=scalar(body, "presence_penalty"),
+        frequency_penalty=scalar(body, "frequency_penalty"),
+        top_k=scalar(body, "top_k"),
+        min_p=scalar(body, "min_p"),
+        repeat_penalty=scalar(body, "repeat_penalty"),
+        seed=scalar(body, "seed"),
         logit_bias=_parse_logit_bias(body.get("logit_bias")),
-        ignore_eos=_scalar(body, "ignore_eos"),
+        ignore_eos=scalar(body, "ignore_eos"),
     )
     return {
-        "model": _scalar(body, "model"),
+        "model": scalar(body, "model"),
         "sampling": sampling,
-        "max_tokens": _scalar(body, "max_tokens"),
-        "n": _scalar(body, "n"),  # at most the model's slots: checked when the model is known
+        "max_tokens": scalar(body, "max_tokens"),
+        "n": scalar(body, "n"),  # at most the model's slots: checked when the model is known
         "stop": _parse_stop(body.get("stop")),
         "stream": stream,
         "include_usage": _parse_stream_options(body.get("stream_options"), stream),
-        "user": _scalar(body, "user"),
+        "user": scalar(body, "user"),
         "ignored_fields": tuple(sorted(body.keys() - set(known) - UNSUPPORTED)),
     }
 
 
-def _scalar(body: dict[str, Any], name: str) -> Any:
+def scalar(body: dict[str, Any], name: str) -> Any:
     """BODY[NAME] checked against FIELDS[NAME] (type, bounds, minLength); its default when absent."""
     schema = FIELDS[name]
     value = body.get(name)
@@ -204,6 +210,9 @@ def _scalar(body: dict[str, Any], name: str) -> Any:
     elif not isinstance(value, str) or len(value) < schema.get("minLength", 0):
         required = " non-empty" if schema.get("minLength") else ""
         raise invalid(f"'{name}' must be a{required} string", param=name)
+    if "enum" in schema and value not in schema["enum"]:
+        choices = ", ".join(repr(choice) for choice in schema["enum"] if choice is not None)
+        raise invalid(f"'{name}' must be one of {choices}; got {value!r}", param=name)
     low, high = schema.get("minimum"), schema.get("maximum")
     if low is not None and high is not None and not low <= value <= high:
         raise invalid(f"'{name}' must be between {low:g} and {high:g}, got {value}", param=name)
@@ -299,7 +308,7 @@ def _message_text(content: Any, where: str, *, allow_null: bool) -> str:
 def _parse_prompt(value: Any) -> str | tuple[int, ...]:
     if isinstance(value, str):
         return value
-    if isinstance(value, list):  # token ids: 3.0 is the integer 3, as in _scalar
+    if isinstance(value, list):  # token ids: 3.0 is the integer 3, as in scalar
         value = [int(item) if isinstance(item, float) and item.is_integer() else item for item in value]
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
         return value[0]

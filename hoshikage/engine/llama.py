@@ -175,6 +175,11 @@ class LoadedModel:
         tokens = self.model.tokenize(formatted.text.encode("utf-8"), add_bos=formatted.add_bos, special=True)
         return self._checked(tokens, extra_stop + formatted.stop)
 
+    def count_chat_tokens(self, messages) -> int:
+        """Tokens MESSAGES take as a chat prompt, whether or not they fit (memory's measure)."""
+        formatted = self.formatter.format(messages)
+        return len(self.model.tokenize(formatted.text.encode("utf-8"), add_bos=formatted.add_bos, special=True))
+
     def completion_prompt(self, prompt: str | tuple[int, ...], stop: tuple[str, ...]) -> Prompt:
         if isinstance(prompt, tuple):
             vocabulary = self.n_vocab

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 ROOTS = ["CreateChatCompletionResponse", "CreateChatCompletionStreamResponse",
-         "CreateCompletionResponse", "ListModelsResponse", "Model", "ErrorResponse"]
+         "CreateCompletionResponse", "ListModelsResponse", "Model", "ErrorResponse",
+         "Response", "ResponseStreamEvent", "ResponseItemList", "CompactResource", "ConversationResource",
+         "DeletedConversationResource", "ConversationItemList"]
 
 
 def references(node):

@@ -1,0 +1,46 @@
+"""Items as the Responses and Conversations APIs show them, and their paginated lists."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from hoshikage.api.errors import invalid
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
+
+
+def message_item(item_id: str, role: str, text: str, status: str = "completed") -> dict[str, Any]:
+    part: dict[str, Any] = {"type": "output_text" if role == "assistant" else "input_text", "text": text}
+    if role == "assistant":
+        part.update(annotations=[], logprobs=[])
+    return {"id": item_id, "type": "message", "status": status, "role": role, "content": [part]}
+
+
+def stored_item(item: dict[str, Any]) -> dict[str, Any]:
+    """An input item with the id and status it is stored under."""
+    return {"id": "msg_" + uuid.uuid4().hex, "type": "message", "status": "completed",
+            "role": item["role"], "content": item["content"]}
+
+
+def list_page(request: web.Request, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """OpenAI's list object over ITEMS (oldest first), by the query's order (default desc), after and limit."""
+    order = request.query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise invalid("'order' must be 'asc' or 'desc'", param="order")
+    limit_text = request.query.get("limit", str(DEFAULT_PAGE))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+        raise invalid(f"'limit' must be an integer from 1 to {MAX_PAGE}", param="limit")
+    ordered = list(reversed(items)) if order == "desc" else list(items)
+    after = request.query.get("after")
+    if after:
+        ids = [item.get("id") for item in ordered]
+        if after not in ids:
+            raise invalid(f"'after' names no item of this list: {after!r}", param="after")
+        ordered = ordered[ids.index(after) + 1:]
+    page = ordered[:int(limit_text)]
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": len(ordered) > len(page)}

@@ -1,0 +1,35 @@
+"""The API's way into conversation memory: one call that turns memory's failures into OpenAI errors.
+
+A store that cannot be opened or an embedding model that is not installed is
+the administrator's to fix: 503 with the cause and the fix, and every other
+endpoint keeps working. An unknown id is 404.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiohttp import web
+
+from hoshikage.api import keys
+from hoshikage.api.errors import APIError
+
+
+@contextlib.contextmanager
+def memory_errors(kind: str = "conversation", param: str | None = None):
+    from hoshikage.memory.embed import EmbeddingModelMissing
+    from hoshikage.memory.store import MemoryUnavailable, NotFound
+
+    try:
+        yield
+    except NotFound as missing:
+        raise APIError(404, f"No {kind} found with id '{missing.args[0]}'", param=param, code="not_found") from None
+    except (MemoryUnavailable, EmbeddingModelMissing) as error:
+        raise APIError(503, f"Conversation memory is unavailable: {error}", code="memory_unavailable",
+                       error_type="server_error") from None
+
+
+async def call(request: web.Request, function, *args, kind: str = "conversation", param: str | None = None):
+    """FUNCTION(store, *ARGS) on the memory thread, failures as APIError."""
+    with memory_errors(kind, param):
+        return await request.app[keys.MEMORY].call(function, *args)

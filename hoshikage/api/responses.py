@@ -1,0 +1,328 @@
+"""OpenAI's Responses API, stateful through conversation memory.
+
+``POST /v1/responses`` answers like Chat Completions, but the history can come
+from the store: ``previous_response_id`` (the chain of responses that led to
+it) or ``conversation`` (every item of a conversation). A stored answer is on
+disk before the response ends: the JSON body, or the ``response.completed``
+event, is sent only after the store has written the turn. A history longer
+than the context is compressed by memory (summary + recall, memory/context.py)
+instead of refused. GET/DELETE /v1/responses/{id}, its input items, and
+/v1/responses/compact (the window memory would give the model, as items)
+complete the surface; /hoshikage/memory/{id}/context shows what a response's
+model was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from hoshikage.api import keys
+from hoshikage.api.body import read_json
+from hoshikage.api.errors import APIError, invalid
+from hoshikage.api.generation import parse_body, run_generation, scheduler_for
+from hoshikage.api.items import list_page, message_item, stored_item
+from hoshikage.api.memory_access import call, memory_errors
+from hoshikage.api.responses_protocol import ResponsesRequest, parse_input, parse_responses_request
+from hoshikage.api.sse import open_event_stream
+from hoshikage.engine.llama import Chunk
+from hoshikage.memory import context
+from hoshikage.memory.service import HistoryTurn, assemble
+from hoshikage.memory.store import Store, new_conversation_id, new_response_id
+
+FINISH_STATUS = {"length": ("incomplete", {"reason": "max_output_tokens"})}
+
+
+# History ----------------------------------------------------------------------
+
+def _chain_history(store: Store, response_id: str):
+    """(conversation id, turns) of the chain of responses ending at RESPONSE_ID, oldest first."""
+    record = store.response(response_id)
+    conversation_id = record["conversation_id"]
+    parents = {item["id"]: item for item in store.responses(conversation_id)}
+    chain, current = [], response_id
+    while current and current in parents and len(chain) <= len(parents):
+        chain.append(current)
+        current = parents[current]["parent"]
+    order = [position for rid in reversed(chain) for position in parents[rid]["positions"]]
+    by_position = {turn.position: turn for turn in store.turns(conversation_id)}
+    return conversation_id, [by_position[position] for position in order if position in by_position]
+
+
+def _conversation_history(store: Store, conversation_id: str):
+    store.conversation(conversation_id)
+    return store.turns(conversation_id)
+
+
+def _record(store: Store, conversation_id: str, create: bool, items, response: dict[str, Any], parent: str | None,
+            input_count: int, report: dict[str, Any]) -> None:
+    if create:
+        store.create_conversation({}, implicit=True, conversation_id=conversation_id)
+    store.append(conversation_id, items, response, parent, input_count, report)
+
+
+# The response object ------------------------------------------------------------
+
+def response_object(parsed: ResponsesRequest, response_id: str, created_at: int, *, status: str,
+                    output: list[dict[str, Any]], usage: dict[str, Any] | None = None,
+                    incomplete_details: dict[str, str] | None = None, explicit_conversation: str | None = None
+                    ) -> dict[str, Any]:
+    """Every field OpenAI's schema and the Open Responses spec require, nullable ones as null."""
+    sampling = parsed.sampling
+    return {
+        "id": response_id, "object": "response", "created_at": created_at,
+        "completed_at": int(time.time()) if status in ("completed", "incomplete") else None,
+        "status": status, "error": None, "incomplete_details": incomplete_details,
+        "instructions": parsed.instructions, "model": parsed.model, "output": output,
+        "previous_response_id": parsed.previous_response_id,
+        "conversation": {"id": explicit_conversation} if explicit_conversation else None,
+        "max_output_tokens": parsed.max_tokens, "max_tool_calls": None, "parallel_tool_calls": True,
+        "reasoning": None, "store": parsed.store, "background": False, "service_tier": "default",
+        "temperature": sampling.temperature, "top_p": sampling.top_p,
+        "presence_penalty": sampling.presence_penalty, "frequency_penalty": sampling.frequency_penalty,
+        "top_logprobs": 0, "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
+        # OpenAI's schema has no null usage and Open Responses wants the key: zeros until it is known.
+        "truncation": parsed.truncation, "usage": usage or _usage(None), "metadata": parsed.metadata,
+        "safety_identifier": None, "prompt_cache_key": None,
+    }
+
+
+def _usage(final: Chunk | None) -> dict[str, Any]:
+    final = final or Chunk("")
+    return {"input_tokens": final.prompt_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": final.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": final.prompt_tokens + final.completion_tokens}
+
+
+# POST /v1/responses ---------------------------------------------------------------
+
+class _Turn:
+    """One Responses request on its way: history, assembly, and what gets stored."""
+
+    def __init__(self, request: web.Request, parsed: ResponsesRequest):
+        self.request = request
+        self.parsed = parsed
+        self.memory = request.app[keys.MEMORY]
+        self.created_at = int(time.time())
+        self.conversation_id: str | None = None
+        self.new_conversation = False
+        self.stored_turns: list = []
+        self.assembly: context.Assembly | None = None
+        self.history: list[HistoryTurn] = []
+        self.output_item_id = "msg_" + uuid.uuid4().hex
+
+    async def load_history(self) -> None:
+        parsed = self.parsed
+        if parsed.previous_response_id:
+            self.conversation_id, self.stored_turns = await call(
+                self.request, _chain_history, parsed.previous_response_id, kind="response",
+                param="previous_response_id")
+        elif parsed.conversation_id:
+            self.stored_turns = await call(self.request, _conversation_history, parsed.conversation_id,
+                                           param="conversation")
+            self.conversation_id = parsed.conversation_id
+        else:
+            self.conversation_id, self.new_conversation = new_conversation_id(), True
+        self.response_id = new_response_id(self.conversation_id)
+        self.history = ([HistoryTurn(turn.role, turn.text, turn.position) for turn in self.stored_turns]
+                        + [HistoryTurn(message.role, message.text, None) for message in parsed.input])
+
+    async def build_prompt(self, model):
+        pinned = [{"role": "system", "content": self.parsed.instructions}] if self.parsed.instructions else []
+        leading = 0
+        while leading < len(self.history) and self.history[leading].role == "system":
+            leading += 1
+        pinned += [{"role": "system", "content": turn.text} for turn in self.history[:leading]]
+        budget = context.answer_budget(model.context_length, self.parsed.max_tokens)
+        stored = None if self.new_conversation else self.conversation_id
+        with memory_errors():
+            try:
+                self.assembly = await assemble(self.memory, stored, pinned, self.history[leading:], budget,
+                                               model.count_chat_tokens)
+            except context.ContextTooLong as error:
+                raise invalid(f"The newest input needs {error.prompt_tokens} tokens; this model's context has "
+                              f"room for {error.budget} besides the answer. Shorten the input or lower "
+                              "'max_output_tokens'.", param="input", code="context_length_exceeded") from None
+        self.leading = leading
+        self.request["log_fields"] = memory_log_fields(self.assembly, self.conversation_id)
+        return await asyncio.to_thread(model.chat_prompt, self.assembly.messages, ())
+
+    def output(self, text: str, status: str = "completed") -> list[dict[str, Any]]:
+        return [message_item(self.output_item_id, "assistant", text, status)]
+
+    def finished(self, text: str, final: Chunk) -> dict[str, Any]:
+        status, details = FINISH_STATUS.get(final.finish_reason, ("completed", None))
+        return response_object(self.parsed, self.response_id, self.created_at, status=status,
+                               output=self.output(text, status), usage=_usage(final), incomplete_details=details,
+                               explicit_conversation=self.parsed.conversation_id)
+
+    async def store(self, response: dict[str, Any]) -> None:
+        """Write the input and the answer before the client hears that the response is complete."""
+        if not self.parsed.store:
+            return
+        items = [(message.role, message.text, stored_item(message.item)) for message in self.parsed.input]
+        items += [("assistant", item["content"][0]["text"], item) for item in response["output"]]
+        positions = [turn.position for turn in self.history]
+        report = self.assembly.report(positions[self.leading:]) if self.assembly else {}
+        await call(self.request, _record, self.conversation_id, self.new_conversation, items, response,
+                   self.parsed.previous_response_id, len(self.parsed.input), report)
+
+
+def memory_log_fields(assembly: context.Assembly, conversation_id: str | None) -> dict[str, Any]:
+    """journald fields: how a request's context was put together."""
+    return {"CONVERSATION_ID": conversation_id or "", "MEMORY_COMPRESSED": int(assembly.compressed),
+            "MEMORY_VERBATIM_TURNS": len(assembly.messages) - (1 if assembly.summary else 0),
+            "MEMORY_SUMMARY_SENTENCES": len(assembly.summary), "MEMORY_RECALLED_PASSAGES": len(assembly.recalled),
+            "MEMORY_PROMPT_TOKENS": assembly.prompt_tokens}
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    parsed = parse_body(await read_json(request), parse_responses_request)
+    request["model"] = parsed.model
+    turn = _Turn(request, parsed)
+    await turn.load_history()
+    chunks = run_generation(request, parsed, turn.build_prompt)
+    first = await anext(chunks)  # errors before generation stay proper JSON errors, streams too
+    if parsed.stream:
+        return await _stream(request, turn, first, chunks)
+    parts, final = [first.text], first
+    async for chunk in chunks:
+        parts.append(chunk.text)
+        final = chunk
+    response = turn.finished("".join(parts), final)
+    request["tokens"] = final.completion_tokens
+    await turn.store(response)
+    return web.json_response(response)
+
+
+async def _stream(request: web.Request, turn: _Turn, first: Chunk, chunks) -> web.StreamResponse:
+    response = await open_event_stream(request)
+    sequence = 0
+
+    async def send(kind: str, **fields: Any) -> None:
+        nonlocal sequence
+        payload = json.dumps({"type": kind, "sequence_number": sequence, **fields}, ensure_ascii=False)
+        sequence += 1
+        # One write per event: some clients parse each read on its own.
+        await response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
+
+    parsed, item_id = turn.parsed, turn.output_item_id
+    started = response_object(parsed, turn.response_id, turn.created_at, status="in_progress", output=[],
+                              explicit_conversation=parsed.conversation_id)
+    await send("response.created", response=started)
+    await send("response.in_progress", response=started)
+    item = message_item(item_id, "assistant", "", "in_progress")
+    item["content"] = []
+    await send("response.output_item.added", output_index=0, item=item)
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    await send("response.content_part.added", item_id=item_id, output_index=0, content_index=0, part=part)
+    parts, final, chunk = [], first, first
+    while True:
+        if chunk.text:
+            parts.append(chunk.text)
+            await send("response.output_text.delta", item_id=item_id, output_index=0, content_index=0,
+                       delta=chunk.text, logprobs=[])
+        final = chunk
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            break
+    text = "".join(parts)
+    finished = turn.finished(text, final)
+    request["tokens"] = final.completion_tokens
+    await send("response.output_text.done", item_id=item_id, output_index=0, content_index=0, text=text, logprobs=[])
+    await send("response.content_part.done", item_id=item_id, output_index=0, content_index=0,
+               part={**part, "text": text})
+    await send("response.output_item.done", output_index=0, item=finished["output"][0])
+    await turn.store(finished)
+    await send("response.completed" if finished["status"] == "completed" else "response.incomplete",
+               response=finished)
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+# Stored responses ----------------------------------------------------------------
+
+async def get_response(request: web.Request) -> web.Response:
+    record = await call(request, Store.response, request.match_info["response_id"], kind="response")
+    return web.json_response(record["object"])
+
+
+async def delete_response(request: web.Request) -> web.Response:
+    response_id = request.match_info["response_id"]
+    await call(request, Store.delete_response, response_id, kind="response")
+    return web.json_response({"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+def _input_items(store: Store, response_id: str) -> list[dict[str, Any]]:
+    record = store.response(response_id)
+    by_position = {turn.position: turn for turn in store.turns(record["conversation_id"])}
+    return [by_position[position].item for position in record["input_positions"] if position in by_position]
+
+
+async def input_items(request: web.Request) -> web.Response:
+    items = await call(request, _input_items, request.match_info["response_id"], kind="response")
+    return web.json_response(list_page(request, items))
+
+
+# Compaction -----------------------------------------------------------------------
+
+async def compact(request: web.Request) -> web.Response:
+    """The window memory would give the model for this history: a compaction note, then the verbatim items."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid("'model' is required and must be a non-empty string", param="model")
+    previous = body.get("previous_response_id")
+    if previous is not None and not isinstance(previous, str):
+        raise invalid("'previous_response_id' must be a string", param="previous_response_id")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise invalid("'instructions' must be a string", param="instructions")
+    messages = parse_input(body.get("input"), required=previous is None)
+    conversation_id, turns = None, []
+    if previous:
+        conversation_id, turns = await call(request, _chain_history, previous, kind="response",
+                                            param="previous_response_id")
+    history = ([HistoryTurn(turn.role, turn.text, turn.position) for turn in turns]
+               + [HistoryTurn(message.role, message.text, None) for message in messages])
+    items = [turn.item for turn in turns] + [stored_item(message.item) for message in messages]
+    request["model"] = model
+    scheduler = await scheduler_for(request, model)
+    try:
+        loaded = scheduler.model
+        pinned = [{"role": "system", "content": instructions}] if instructions else []
+        budget = context.answer_budget(loaded.context_length, None)
+        with memory_errors():
+            try:
+                assembly = await assemble(request.app[keys.MEMORY], conversation_id, pinned, history, budget,
+                                          loaded.count_chat_tokens)
+            except context.ContextTooLong as error:
+                raise invalid(f"The newest input alone needs {error.prompt_tokens} tokens, more than the "
+                              f"{error.budget} this model has room for", param="input",
+                              code="context_length_exceeded") from None
+    finally:
+        scheduler.release_lease()
+    request["log_fields"] = memory_log_fields(assembly, conversation_id)
+    note = context.memory_note(assembly.summary, assembly.recalled)
+    output = [{"type": "compaction", "id": "cmp_" + uuid.uuid4().hex, "encrypted_content": note}]
+    output += items[assembly.verbatim_start:]
+    return web.json_response({
+        "id": "resp_" + uuid.uuid4().hex, "object": "response.compaction", "created_at": int(time.time()),
+        "output": output, "usage": _usage(Chunk("", prompt_tokens=assembly.prompt_tokens))})
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/responses", create_response)
+    app.router.add_post("/v1/responses/compact", compact)
+    app.router.add_get("/v1/responses/{response_id}", get_response)
+    app.router.add_delete("/v1/responses/{response_id}", delete_response)
+    app.router.add_get("/v1/responses/{response_id}/input_items", input_items)

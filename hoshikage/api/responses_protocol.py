@@ -1,0 +1,179 @@
+"""Wire types of OpenAI's Responses API (and the Open Responses spec): validate bodies into dataclasses.
+
+Input is a string or a list of message items; content is text (input_text,
+output_text, or a plain string). Images, files, tool calls and item references
+are refused with a 400 naming the item, never dropped silently. A
+``compaction`` item (what /v1/responses/compact returns) is read back as the
+memory note it carries, so a client can reuse a compacted window as input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from hoshikage.api.errors import invalid
+from hoshikage.api.protocol import GenerationRequest, scalar
+from hoshikage.engine.sampling import SamplingParams
+
+INPUT_ROLES = ("user", "system", "developer", "assistant")
+TEXT_PARTS = ("input_text", "output_text", "text")
+MAX_METADATA_KEYS = 16
+
+# Accepted at their neutral value only (tools and structured output are issue-tracked work).
+NEUTRAL = {"tools": (None, []), "tool_choice": (None, "none", "auto"), "background": (None, False),
+           "top_logprobs": (None, 0), "max_tool_calls": (None,), "prompt": (None,),
+           "reasoning": (None, {}, {"effort": None}, {"effort": None, "summary": None})}
+# Known and harmless: accepted and not acted on.
+IGNORED = ("include", "service_tier", "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options",
+           "safety_identifier", "stream_options", "user", "parallel_tool_calls", "truncation")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputMessage:
+    role: str  # user, system, assistant (developer reads as system)
+    text: str
+    item: dict[str, Any]  # as stored and listed: type, role, content parts
+
+
+@dataclasses.dataclass(frozen=True)
+class ResponsesRequest(GenerationRequest):
+    input: tuple[InputMessage, ...]
+    instructions: str | None
+    previous_response_id: str | None
+    conversation_id: str | None
+    store: bool
+    metadata: dict[str, str]
+    truncation: str
+    prompt_param: str = "input"
+
+
+def parse_responses_request(body: Any) -> ResponsesRequest:
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object")
+    for name, values in NEUTRAL.items():
+        if name in body and body[name] not in values:
+            raise invalid(f"'{name}' is not supported by this server yet", param=name, code="unsupported_parameter")
+    text = body.get("text")
+    if text is not None and (not isinstance(text, dict) or text.get("format", {"type": "text"}) != {"type": "text"}):
+        raise invalid("Only plain text output ('text.format' of type 'text') is supported yet", param="text.format",
+                      code="unsupported_parameter")
+    if body.get("model") is None:
+        raise invalid("'model' is required and must be a non-empty string", param="model")
+    previous = _optional_string(body, "previous_response_id")
+    conversation = _conversation(body.get("conversation"))
+    if previous and conversation:
+        raise invalid("'previous_response_id' and 'conversation' cannot be used together",
+                      param="previous_response_id")
+    truncation = body.get("truncation") or "disabled"
+    if truncation not in ("auto", "disabled"):
+        raise invalid("'truncation' must be 'auto' or 'disabled'", param="truncation")
+    store = body.get("store", True)
+    if store is None:
+        store = True
+    if not isinstance(store, bool):
+        raise invalid("'store' must be a boolean", param="store")
+    stream = scalar(body, "stream")
+    sampling = SamplingParams(
+        temperature=scalar(body, "temperature"), top_p=scalar(body, "top_p"),
+        presence_penalty=scalar(body, "presence_penalty"), frequency_penalty=scalar(body, "frequency_penalty"),
+        top_k=scalar(body, "top_k"), min_p=scalar(body, "min_p"), repeat_penalty=scalar(body, "repeat_penalty"),
+        seed=scalar(body, "seed"))
+    max_output = body.get("max_output_tokens")
+    if max_output is not None and (isinstance(max_output, bool) or not isinstance(max_output, int) or max_output < 1):
+        raise invalid("'max_output_tokens' must be a positive integer", param="max_output_tokens")
+    known = {"model", "input", "instructions", "previous_response_id", "conversation", "store", "metadata",
+             "max_output_tokens", "temperature", "top_p", "stream", "text", "presence_penalty", "frequency_penalty",
+             "top_k", "min_p", "repeat_penalty", "seed", *NEUTRAL, *IGNORED}
+    return ResponsesRequest(
+        model=scalar(body, "model"), sampling=sampling, max_tokens=max_output, n=1, stop=(), stream=stream,
+        include_usage=False, user=None, ignored_fields=tuple(sorted(body.keys() - known)),
+        input=parse_input(body.get("input"), required=not (previous or conversation)),
+        instructions=_optional_string(body, "instructions"), previous_response_id=previous,
+        conversation_id=conversation, store=store, metadata=parse_metadata(body.get("metadata")),
+        truncation=truncation)
+
+
+def parse_input(value: Any, *, required: bool = True, param: str = "input") -> tuple[InputMessage, ...]:
+    if value is None or value == "" or value == []:
+        if required:
+            raise invalid(f"'{param}' is required: a string or a list of message items", param=param)
+        return ()
+    if isinstance(value, str):
+        return (_message("user", value),)
+    if not isinstance(value, list):
+        raise invalid(f"'{param}' must be a string or a list of items", param=param)
+    return tuple(_parse_item(item, f"{param}[{index}]") for index, item in enumerate(value))
+
+
+def parse_metadata(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_METADATA_KEYS:
+        raise invalid(f"'metadata' must be an object of at most {MAX_METADATA_KEYS} string values",
+                      param="metadata")
+    for key, item in value.items():
+        if len(key) > 64 or not isinstance(item, str) or len(item) > 512:
+            raise invalid("'metadata' keys are at most 64 characters and values strings of at most 512",
+                          param=f"metadata.{key}")
+    return dict(value)
+
+
+def _parse_item(item: Any, where: str) -> InputMessage:
+    if not isinstance(item, dict):
+        raise invalid(f"'{where}' must be an object", param=where)
+    kind = item.get("type", "message")
+    if kind == "compaction":
+        note = item.get("encrypted_content")
+        if not isinstance(note, str):
+            raise invalid(f"'{where}.encrypted_content' must be a string", param=f"{where}.encrypted_content")
+        return _message("system", note)
+    if kind != "message":
+        raise invalid(f"'{where}' is a {kind!r} item; only message items (and compaction items) are supported yet",
+                      param=where, code="unsupported_parameter")
+    role = item.get("role")
+    if role not in INPUT_ROLES:
+        raise invalid(f"'{where}.role' must be one of {', '.join(INPUT_ROLES)}; got {role!r}", param=f"{where}.role")
+    content = item.get("content")
+    if isinstance(content, str):
+        return _message(role, content)
+    if not isinstance(content, list):
+        raise invalid(f"'{where}.content' must be a string or a list of content parts", param=f"{where}.content")
+    texts = []
+    for index, part in enumerate(content):
+        part_where = f"{where}.content[{index}]"
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        if kind not in TEXT_PARTS:
+            raise invalid(f"Only text content is supported by this model; '{part_where}' is {kind!r}",
+                          param=part_where, code="unsupported_content")
+        if not isinstance(part.get("text"), str):
+            raise invalid(f"'{part_where}.text' must be a string", param=f"{part_where}.text")
+        texts.append(part["text"])
+    return _message(role, "".join(texts))
+
+
+def _message(role: str, text: str) -> InputMessage:
+    part = "output_text" if role == "assistant" else "input_text"
+    content: dict[str, Any] = {"type": part, "text": text}
+    if part == "output_text":
+        content.update(annotations=[], logprobs=[])
+    return InputMessage("system" if role == "developer" else role, text,
+                        {"type": "message", "role": role, "content": [content]})
+
+
+def _optional_string(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise invalid(f"'{name}' must be a non-empty string", param=name)
+    return value
+
+
+def _conversation(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value:
+        raise invalid("'conversation' must be a conversation id or {\"id\": ...}", param="conversation")
+    return value
+

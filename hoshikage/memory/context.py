@@ -1,0 +1,164 @@
+"""Fit a conversation into a context window: verbatim when it fits, memory when it does not.
+
+budget = context length - tokens reserved for the answer - MARGIN. When the
+whole history fits, the prompt is exactly the history (the prompt cache keeps
+hitting). When it does not:
+
+    instructions / system messages, then the summary of the turns left out
+    ... the newest turns, verbatim ...
+    the latest user message, preceded by the earlier passages most similar to it
+
+The verbatim window starts on a multiple of SEGMENT_TURNS whenever that fits,
+so it moves in steps: for the turns in between, the summary and everything up
+to the latest message are the same tokens as the turn before, and the KV
+prefix cache still covers them. The recalled passages change with each
+question, so they sit inside the latest message, after everything stable.
+
+Everything here is pure: token counting and memory lookups are passed in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from hoshikage.memory.summarize import SEGMENT_TURNS
+
+Message = dict[str, str]
+MARGIN = 16  # tokens: the generation prompt's own tokens, rounding between formats
+MEMORY_SHARE = 0.25  # of the budget, kept free for the summary and recalled passages
+DEFAULT_ANSWER_SHARE = 4  # with no max_tokens, a quarter of the context (at most 1024) stays for the answer
+SUMMARY_HEADING = "Summary of the earlier conversation (its most representative sentences):"
+RECALL_HEADING = "Earlier in this conversation (passages related to the next message):"
+
+
+class ContextTooLong(Exception):
+    def __init__(self, prompt_tokens: int, budget: int):
+        super().__init__(f"the newest message alone needs {prompt_tokens} tokens, more than the {budget} available")
+        self.prompt_tokens = prompt_tokens
+        self.budget = budget
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    fits: bool
+    start: int  # index in the history where verbatim turns begin
+
+
+@dataclasses.dataclass
+class Assembly:
+    messages: list[Message]
+    compressed: bool
+    verbatim_start: int
+    summary: list[str]
+    recalled: list[str]
+    prompt_tokens: int
+    budget: int
+
+    def report(self, history_positions: Sequence[int] = ()) -> dict:
+        """What the model was given, for the inspection endpoint and `hoshikage memory context`."""
+        return {"compressed": self.compressed, "budget_tokens": self.budget, "prompt_tokens": self.prompt_tokens,
+                "verbatim_turns": len(history_positions) - self.verbatim_start if history_positions else None,
+                "verbatim_positions": list(history_positions[self.verbatim_start:]),
+                "summary_sentences": self.summary, "recalled_passages": self.recalled,
+                "messages": self.messages}
+
+
+def answer_budget(context_length: int, max_output_tokens: int | None) -> int:
+    """Prompt tokens available when MAX_OUTPUT_TOKENS (or a default share) must stay free for the answer."""
+    reserve = max_output_tokens or min(context_length // DEFAULT_ANSWER_SHARE, 1024)
+    return max(0, context_length - min(reserve, context_length // 2) - MARGIN)
+
+
+def split_pinned(messages: Sequence[Message]) -> tuple[list[Message], list[Message]]:
+    """Leading system messages (always kept) and the turns after them."""
+    count = 0
+    while count < len(messages) and messages[count]["role"] == "system":
+        count += 1
+    return list(messages[:count]), list(messages[count:])
+
+
+def plan(pinned: list[Message], history: list[Message], budget: int,
+         count: Callable[[list[Message]], int]) -> Plan:
+    if count(pinned + history) <= budget:
+        return Plan(True, 0)
+    last = _latest_user(history)
+    room = int(budget * (1 - MEMORY_SHARE))
+
+    def fits(start: int) -> bool:
+        return count(pinned + history[start:]) <= room
+
+    aligned = list(range(SEGMENT_TURNS, last + 1, SEGMENT_TURNS))
+    start = _first_true(aligned, fits)
+    if start is None:
+        start = _first_true(list(range((aligned[-1] + 1) if aligned else 1, last + 1)), fits)
+    if start is None:
+        if count(pinned + history[last:]) > budget:
+            raise ContextTooLong(count(pinned + history[last:]), budget)
+        start = last
+    return Plan(False, start)
+
+
+def render(pinned: list[Message], history: list[Message], start: int, summary: list[str], recalled: list[str],
+           budget: int, count: Callable[[list[Message]], int]) -> Assembly:
+    """The compressed prompt, its memory trimmed to the budget: the oldest summary lines go first, then the
+    least similar recalled passages (what answers the latest message matters most)."""
+    summary, recalled = list(summary), list(recalled)
+    while True:
+        messages = _compose(pinned, history[start:], summary, recalled)
+        tokens = count(messages)
+        if tokens <= budget or not (summary or recalled):
+            break
+        if summary:
+            summary.pop(0)
+        else:
+            recalled.pop()
+    if tokens > budget:
+        raise ContextTooLong(tokens, budget)
+    return Assembly(messages, True, start, summary, recalled, tokens, budget)
+
+
+def memory_note(summary: list[str], recalled: list[str]) -> str:
+    """Summary and recalled passages as one text (what /v1/responses/compact hands back)."""
+    blocks = []
+    if summary:
+        blocks.append(SUMMARY_HEADING + "\n" + "\n".join(f"- {sentence}" for sentence in summary))
+    if recalled:
+        blocks.append(RECALL_HEADING + "\n" + "\n".join(f"- {passage}" for passage in recalled))
+    return "\n\n".join(blocks)
+
+
+def _compose(pinned: list[Message], verbatim: list[Message], summary: list[str], recalled: list[str]
+             ) -> list[Message]:
+    messages = [dict(message) for message in pinned]
+    if summary:
+        block = memory_note(summary, [])
+        if messages:
+            messages[-1]["content"] = f"{messages[-1]['content']}\n\n{block}"
+        else:
+            messages.append({"role": "system", "content": block})
+    verbatim = [dict(message) for message in verbatim]
+    if recalled:
+        last = _latest_user(verbatim)
+        block = memory_note([], recalled)
+        verbatim[last]["content"] = f"{block}\n\n{verbatim[last]['content']}"
+    return messages + verbatim
+
+
+def _latest_user(history: list[Message]) -> int:
+    for index in range(len(history) - 1, -1, -1):
+        if history[index]["role"] == "user":
+            return index
+    return len(history) - 1
+
+
+def _first_true(candidates: list[int], test: Callable[[int], bool]) -> int | None:
+    """The first candidate passing TEST, which is monotonic (false..., true...); binary search."""
+    low, high, found = 0, len(candidates) - 1, None
+    while low <= high:
+        middle = (low + high) // 2
+        if test(candidates[middle]):
+            found, high = candidates[middle], middle - 1
+        else:
+            low = middle + 1
+    return found

@@ -1,0 +1,215 @@
+"""The daemon's memory: one worker thread in front of the store and the embedding model.
+
+Opening ChromaDB and loading sentence-transformers happen on the first request
+that needs them, on this thread, never on the event loop; the chat path never
+touches this module's heavy parts. Every store call runs on the same single
+thread, so writes to a conversation happen in the order they were asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from hoshikage.memory import context
+from hoshikage.memory.embed import Embedder
+from hoshikage.memory.store import NotFound, Store, Turn
+from hoshikage.memory.summarize import SEGMENT_TURNS, ClusterRule, representatives, segment_bounds
+from hoshikage.memory.text import split_sentences
+
+log = logging.getLogger("hoshikage.memory")
+
+RECALL_PASSAGES = 4
+SWEEP_INTERVAL_SECONDS = 3600  # retention is counted in days: an idle daemon checks hourly at most
+
+
+@dataclasses.dataclass(frozen=True)
+class MemorySettings:
+    chroma_path: Any  # Path
+    model_name: str
+    query_prefix: str | None
+    passage_prefix: str | None
+    rule: ClusterRule
+    retention_days: int
+    threads: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings) -> MemorySettings:
+        return cls(settings.memory_dir, settings.sentence_bert_model,
+                   settings.embedding_query_prefix, settings.embedding_passage_prefix,
+                   ClusterRule(settings.cluster_divisor, settings.min_clusters, settings.max_clusters),
+                   settings.memory_retention_days, settings.threads)
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryTurn:
+    role: str
+    text: str
+    position: int | None  # None: not (yet) stored
+
+
+class Memory:
+    def __init__(self, settings: MemorySettings):
+        self.settings = settings
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hoshikage-memory")
+        self._store: Store | None = None
+        self._embedder: Embedder | None = None
+        self.first_use_seconds: float | None = None
+        self._last_sweep = time.monotonic()
+
+    # Plumbing ----------------------------------------------------------------
+
+    async def call(self, function: Callable, *args):
+        """Run FUNCTION(store, *ARGS) on the memory thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._with_store, function, args)
+
+    def _with_store(self, function: Callable, args: tuple):
+        return function(self.store(), *args)
+
+    def store(self) -> Store:
+        if self._store is None:
+            started = time.monotonic()
+            store = Store(self.settings.chroma_path)
+            expired = store.expire(self.settings.retention_days)
+            if expired:
+                log.info("forgot %d conversations unused for %d days", len(expired), self.settings.retention_days)
+            self._store = store
+            self.first_use_seconds = time.monotonic() - started
+            log.info("conversation store %s opened in %.1f s", self.settings.chroma_path, self.first_use_seconds)
+        return self._store
+
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(self.settings.model_name, self.settings.query_prefix,
+                                      self.settings.passage_prefix, self.settings.threads)
+        return self._embedder
+
+    @property
+    def opened(self) -> bool:
+        return self._store is not None
+
+    async def expire(self) -> None:
+        """Retention sweep; only when the store is already open (an idle daemon imports nothing)."""
+        if self._store is not None and time.monotonic() - self._last_sweep >= SWEEP_INTERVAL_SECONDS:
+            self._last_sweep = time.monotonic()
+            await self.call(lambda store: store.expire(self.settings.retention_days))
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+
+    # Recollection ---------------------------------------------------------------
+
+    async def recollect(self, conversation_id: str | None, overflow: list[HistoryTurn], query: str
+                        ) -> tuple[list[str], list[str]]:
+        """(summary sentences, recalled passages) for the turns OVERFLOW left out, given the latest QUERY."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._recollect, conversation_id, overflow, query)
+
+    def _recollect(self, conversation_id: str | None, overflow: list[HistoryTurn], query: str):
+        import numpy as np
+
+        embedder = self.embedder()
+        stored = conversation_id is not None and all(turn.position is not None for turn in overflow)
+        if stored:
+            self._embed_stored(conversation_id, overflow)
+        # One read for every left-out sentence and one for the cached segment summaries: a
+        # conversation of hundreds of turns costs two ChromaDB calls, not one per segment.
+        keys = [turn.position if stored else index for index, turn in enumerate(overflow)]
+        all_rows, all_vectors = self._sentences(conversation_id if stored else None, overflow, keys)
+        bounds = segment_bounds(len(overflow))
+        digests = [_segment_digest(self.settings, overflow[start:end])
+                   if stored and end - start == SEGMENT_TURNS else None for start, end in bounds]
+        cached = self.store().summaries(conversation_id, [d for d in digests if d]) if stored else {}
+        segment_of = {key: number for number, (start, end) in enumerate(bounds) for key in keys[start:end]}
+        members: list[list[int]] = [[] for _ in bounds]
+        for row_index, row in enumerate(all_rows):
+            members[segment_of[row[0]]].append(row_index)
+        summary_rows: list[tuple[int, int, str]] = []
+        summary_vectors = []
+        for number, digest in enumerate(digests):
+            rows = [all_rows[i] for i in members[number]]
+            chosen = cached.get(digest) if digest else None
+            if chosen is None:
+                picked = representatives(all_vectors[members[number]], self.settings.rule.clusters(len(rows)))
+                chosen = [rows[i] for i in picked]
+                if digest:
+                    self.store().keep_summary(conversation_id, digest, chosen)
+            chosen_keys = {tuple(row[:2]) for row in chosen}
+            for row_index in members[number]:
+                if tuple(all_rows[row_index][:2]) in chosen_keys:
+                    summary_rows.append(all_rows[row_index])
+                    summary_vectors.append(all_vectors[row_index])
+        if len(summary_rows) > self.settings.rule.maximum:
+            keep = representatives(np.stack(summary_vectors), self.settings.rule.maximum)
+            summary_rows = [summary_rows[i] for i in keep]
+        summary = list(dict.fromkeys(row[2] for row in summary_rows))  # a repeated sentence once
+
+        # Recall ranks every left-out sentence exactly. The sentences come from ChromaDB (a metadata
+        # query by position); the ranking is a dot product here, because ChromaDB's HNSW search with
+        # a position filter missed the nearest sentence in testing, and exact search over a
+        # conversation's few thousand sentences takes about a millisecond.
+        recalled, seen = [], set(summary)
+        if all_rows:
+            scores = all_vectors @ embedder.query(query)
+            roles = {key: turn.role for key, turn in zip(keys, overflow)}
+            for index in np.argsort(-scores, kind="stable"):
+                key, _, text = all_rows[index]
+                if text in seen:
+                    continue
+                seen.add(text)
+                recalled.append(f"({roles.get(key, 'user')}) {text}")
+                if len(recalled) == RECALL_PASSAGES:
+                    break
+        return summary, recalled
+
+    def _embed_stored(self, conversation_id: str, turns: list[HistoryTurn]) -> None:
+        """Embed the sentences of stored turns that have none yet (each turn once, ever)."""
+        store, name = self.store(), self.settings.model_name
+        done = store.embedded_positions(conversation_id, name)
+        rows = [(turn.position, index, sentence) for turn in turns if turn.position not in done
+                for index, sentence in enumerate(split_sentences(turn.text))]
+        if rows:
+            store.add_sentences(conversation_id, name, rows, self.embedder().passages([row[2] for row in rows]))
+
+    def _sentences(self, conversation_id: str | None, turns: list[HistoryTurn], keys: list[int]):
+        """(rows, vectors) of TURNS' sentences in order; a row is (turn key, sentence index, text)."""
+        if conversation_id is not None:
+            return self.store().sentences(conversation_id, self.settings.model_name, keys)
+        rows = [(key, index, sentence) for key, turn in zip(keys, turns)
+                for index, sentence in enumerate(split_sentences(turn.text))]
+        return rows, self.embedder().passages([row[2] for row in rows])
+
+
+def _segment_digest(settings: MemorySettings, segment: list[HistoryTurn]) -> str:
+    key = json.dumps([settings.model_name, dataclasses.astuple(settings.rule), [turn.position for turn in segment]])
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+async def assemble(memory: Memory | None, conversation_id: str | None, pinned: list[dict[str, str]],
+                   history: list[HistoryTurn], budget: int, count: Callable[[list[dict[str, str]]], int]
+                   ) -> context.Assembly:
+    """The prompt messages for PINNED + HISTORY within BUDGET tokens (see context.py).
+
+    MEMORY may be None when it is not in use: then a history that does not fit raises ContextTooLong.
+    """
+    messages = [{"role": turn.role, "content": turn.text} for turn in history]
+    planned = await asyncio.to_thread(context.plan, pinned, messages, budget, count)
+    if planned.fits:
+        full = pinned + messages
+        return context.Assembly(full, False, 0, [], [], await asyncio.to_thread(count, full), budget)
+    if memory is None:
+        raise context.ContextTooLong(await asyncio.to_thread(count, pinned + messages), budget)
+    latest = messages[context._latest_user(messages)]["content"]
+    summary, recalled = await memory.recollect(conversation_id, history[:planned.start], latest)
+    return await asyncio.to_thread(context.render, pinned, messages, planned.start, summary, recalled, budget,
+                                   count)
+
+
+__all__ = ["Memory", "MemorySettings", "HistoryTurn", "assemble", "NotFound", "Turn"]

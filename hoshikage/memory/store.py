@@ -1,0 +1,335 @@
+"""The conversation store: ChromaDB on disk, one collection pair per conversation.
+
+Why per conversation: forgetting must leave nothing behind. ChromaDB keeps the
+records it was given in its write-ahead log until an index flush, so a record
+deleted from a shared collection can linger on disk; a dropped collection takes
+its log, its index files and its rows with it, and a VACUUM then rewrites the
+SQLite file without the freed pages.
+
+Collection ``c<key>`` holds records of four kinds (its vectors are a
+placeholder; nothing is searched there):
+  conversation  one, id "conversation": created_at, last_used, metadata
+  turn          "t<position>": one input or output item, its text and JSON
+  response      "r<response id>": the response object, its parent, its turns, the context it was given
+  summary       "s<digest>": a segment's K-Means summary, computed once
+Collection ``c<key>-e<model digest>`` holds the sentence vectors of the
+conversation's turns for one embedding model (a different model gets its own).
+
+Ids carry the conversation: ``conv_<key>``, ``resp_<key><suffix>``, so any id
+finds its collection without an index that would outlive a forget.
+
+Every method blocks; the memory service calls them from its one worker thread.
+A turn is written in the same ChromaDB call as its response record: one SQLite
+transaction, on disk before the answer ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("hoshikage.memory")
+
+_KEY = re.compile(r"^[0-9a-f]{32}$")
+PLACEHOLDER = [0.0]
+
+
+class MemoryUnavailable(Exception):
+    """The store cannot be used; str() says why and what to do."""
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Turn:
+    position: int
+    role: str  # system, user, assistant
+    text: str
+    item: dict[str, Any]  # the item as the API shows it
+    response_id: str
+    created_at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversationInfo:
+    id: str
+    created_at: int
+    last_used: int
+    metadata: dict[str, str]
+    implicit: bool  # created for a chain of responses, not by POST /v1/conversations
+
+
+def new_conversation_id() -> str:
+    return "conv_" + uuid.uuid4().hex
+
+
+def conversation_key(conversation_id: str) -> str | None:
+    key = conversation_id.removeprefix("conv_")
+    return key if conversation_id.startswith("conv_") and _KEY.match(key) else None
+
+
+def response_key(response_id: str) -> str | None:
+    key = response_id.removeprefix("resp_")[:32]
+    return key if response_id.startswith("resp_") and _KEY.match(key) else None
+
+
+def new_response_id(conversation_id: str) -> str:
+    return f"resp_{conversation_key(conversation_id)}{uuid.uuid4().hex[:16]}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            import chromadb
+        except ImportError:
+            raise MemoryUnavailable("conversation memory needs chromadb, which is not installed: install the "
+                                    "memory extra, `pip install 'hoshikage[memory]'`") from None
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(path, 0o700)  # what users said is theirs: the daemon user's alone
+            self._client = chromadb.PersistentClient(
+                path=str(path), settings=chromadb.Settings(anonymized_telemetry=False, allow_reset=False))
+        except Exception as error:  # PermissionError, a corrupt database, a newer schema...
+            raise MemoryUnavailable(f"the conversation store at {path} (setting chroma_path) cannot be opened: "
+                                    f"{type(error).__name__}: {error}") from None
+
+    # Collections -------------------------------------------------------------
+
+    def _records(self, key: str, create: bool = False):
+        name = f"c{key}"
+        if create:
+            return self._client.get_or_create_collection(name, embedding_function=None)
+        try:
+            return self._client.get_collection(name, embedding_function=None)
+        except Exception:  # chromadb raises NotFoundError (a ValueError in older releases)
+            raise NotFound("conv_" + key) from None
+
+    def _sentences(self, key: str, model_name: str):
+        return self._client.get_or_create_collection(
+            f"c{key}-e{_digest(model_name)}", embedding_function=None,
+            metadata={"hnsw:space": "cosine", "embedding_model": model_name})
+
+    # Conversations ----------------------------------------------------------
+
+    def create_conversation(self, metadata: dict[str, str], implicit: bool, conversation_id: str | None = None
+                            ) -> ConversationInfo:
+        conversation_id = conversation_id or new_conversation_id()
+        now = int(time.time())
+        records = self._records(conversation_key(conversation_id), create=True)
+        records.add(ids=["conversation"], embeddings=[PLACEHOLDER], documents=[json.dumps(metadata)],
+                    metadatas=[{"kind": "conversation", "created_at": now, "last_used": now, "implicit": implicit}])
+        return ConversationInfo(conversation_id, now, now, metadata, implicit)
+
+    def conversation(self, conversation_id: str) -> ConversationInfo:
+        key = conversation_key(conversation_id)
+        if key is None:
+            raise NotFound(conversation_id)
+        found = self._records(key).get(ids=["conversation"])
+        if not found["ids"]:
+            raise NotFound(conversation_id)
+        meta = found["metadatas"][0]
+        return ConversationInfo(conversation_id, meta["created_at"], meta["last_used"],
+                                json.loads(found["documents"][0]), bool(meta["implicit"]))
+
+    def update_metadata(self, conversation_id: str, metadata: dict[str, str]) -> ConversationInfo:
+        self.conversation(conversation_id)
+        self._records(conversation_key(conversation_id)).update(ids=["conversation"],
+                                                                documents=[json.dumps(metadata)])
+        return self.conversation(conversation_id)
+
+    def conversations(self) -> list[ConversationInfo]:
+        infos = []
+        for collection in self._client.list_collections():
+            name = collection.name if hasattr(collection, "name") else str(collection)
+            if name.startswith("c") and _KEY.match(name[1:]):
+                try:
+                    infos.append(self.conversation("conv_" + name[1:]))
+                except NotFound:
+                    continue
+        return sorted(infos, key=lambda info: info.last_used, reverse=True)
+
+    def forget(self, conversation_id: str) -> None:
+        """Drop the conversation's collections and rewrite the database without their pages."""
+        key = conversation_key(conversation_id)
+        if key is None:
+            raise NotFound(conversation_id)
+        self._records(key)  # NotFound when there is nothing to forget
+        self._drop(key)
+        self.compact()
+
+    def forget_all(self) -> int:
+        keys = [info.id.removeprefix("conv_") for info in self.conversations()]
+        for collection in self._client.list_collections():
+            name = collection.name if hasattr(collection, "name") else str(collection)
+            if name.startswith("c") and _KEY.match(name[1:33]) and name[1:33] not in keys:
+                keys.append(name[1:33])  # a half-written conversation: nothing may remain
+        for key in keys:
+            self._drop(key)
+        self.compact()
+        return len(keys)
+
+    def _drop(self, key: str) -> None:
+        for collection in self._client.list_collections():
+            name = collection.name if hasattr(collection, "name") else str(collection)
+            if name == f"c{key}" or name.startswith(f"c{key}-"):
+                self._client.delete_collection(name)
+
+    def compact(self) -> None:
+        """VACUUM ChromaDB's SQLite file: deleted rows' pages are rewritten away, not left readable."""
+        database = self.path / "chroma.sqlite3"
+        if database.exists():
+            connection = sqlite3.connect(database, timeout=30)
+            try:
+                connection.execute("VACUUM")
+            finally:
+                connection.close()
+
+    def expire(self, older_than_days: int) -> list[str]:
+        """Forget conversations unused for OLDER_THAN_DAYS days; their ids."""
+        limit = time.time() - older_than_days * 86400
+        expired = [info.id for info in self.conversations() if info.last_used < limit]
+        for conversation_id in expired:
+            self._drop(conversation_key(conversation_id))
+        if expired:
+            self.compact()
+        return expired
+
+    # Turns and responses ----------------------------------------------------
+
+    def turns(self, conversation_id: str) -> list[Turn]:
+        key = conversation_key(conversation_id)
+        found = self._records(key).get(where={"kind": "turn"})
+        turns = [_turn(document, meta) for document, meta in zip(found["documents"], found["metadatas"])]
+        return sorted(turns, key=lambda turn: turn.position)
+
+    def response(self, response_id: str) -> dict[str, Any]:
+        """The stored record of RESPONSE_ID: object, parent, positions, context."""
+        key = response_key(response_id)
+        if key is None:
+            raise NotFound(response_id)
+        try:
+            found = self._records(key).get(ids=["r" + response_id])
+        except NotFound:
+            raise NotFound(response_id) from None
+        if not found["ids"]:
+            raise NotFound(response_id)
+        meta = found["metadatas"][0]
+        return {"object": json.loads(found["documents"][0]), "parent": meta.get("parent") or None,
+                "input_positions": json.loads(meta["input_positions"]),
+                "positions": json.loads(meta["positions"]), "context": json.loads(meta.get("context") or "null"),
+                "conversation_id": "conv_" + key}
+
+    def responses(self, conversation_id: str) -> list[dict[str, Any]]:
+        found = self._records(conversation_key(conversation_id)).get(where={"kind": "response"})
+        records = []
+        for response_id, meta in zip(found["ids"], found["metadatas"]):
+            records.append({"id": response_id[1:], "created_at": meta["created_at"],
+                            "parent": meta.get("parent") or None, "positions": json.loads(meta["positions"])})
+        return sorted(records, key=lambda record: (record["created_at"], record["positions"]))
+
+    def append(self, conversation_id: str, items: list[tuple[str, str, dict[str, Any]]],
+               response: dict[str, Any] | None = None, parent: str | None = None,
+               input_count: int = 0, context: dict[str, Any] | None = None) -> list[int]:
+        """Store ITEMS (role, text, item) at the end, with RESPONSE's record, in one write; their positions.
+
+        The first INPUT_COUNT items are the response's input, the rest its output.
+        """
+        key = conversation_key(conversation_id)
+        records = self._records(key)
+        start = len(records.get(where={"kind": "turn"}, include=[])["ids"])
+        now = int(time.time())
+        positions = list(range(start, start + len(items)))
+        response_id = response["id"] if response else ""
+        ids, documents, metadatas = [], [], []
+        for position, (role, text, item) in zip(positions, items):
+            ids.append(f"t{position:08d}")
+            documents.append(text)
+            metadatas.append({"kind": "turn", "position": position, "role": role, "created_at": now,
+                              "response_id": response_id, "item": json.dumps(item, ensure_ascii=False)})
+        if response is not None:
+            ids.append("r" + response_id)
+            documents.append(json.dumps(response, ensure_ascii=False))
+            metadatas.append({"kind": "response", "created_at": now, "parent": parent or "",
+                              "input_positions": json.dumps(positions[:input_count]),
+                              "positions": json.dumps(positions),
+                              "context": json.dumps(context, ensure_ascii=False)})
+        if ids:
+            records.add(ids=ids, embeddings=[PLACEHOLDER] * len(ids), documents=documents, metadatas=metadatas)
+        records.update(ids=["conversation"], metadatas=[{"last_used": now}])
+        return positions
+
+    def delete_response(self, response_id: str) -> None:
+        """Forget one response object (its turns stay part of the conversation they belong to)."""
+        self.response(response_id)
+        self._records(response_key(response_id)).delete(ids=["r" + response_id])
+        self.compact()
+
+    # Sentences and summaries ------------------------------------------------
+
+    def embedded_positions(self, conversation_id: str, model_name: str) -> set[int]:
+        found = self._sentences(conversation_key(conversation_id), model_name).get(include=["metadatas"])
+        return {meta["position"] for meta in found["metadatas"]}
+
+    def add_sentences(self, conversation_id: str, model_name: str,
+                      rows: list[tuple[int, int, str]], vectors) -> None:
+        """ROWS of (turn position, sentence index, text) with their VECTORS."""
+        if not rows:
+            return
+        self._sentences(conversation_key(conversation_id), model_name).add(
+            ids=[f"{position}:{index}" for position, index, _ in rows],
+            embeddings=[list(map(float, vector)) for vector in vectors],
+            documents=[text for _, _, text in rows],
+            metadatas=[{"position": position, "index": index} for position, index, _ in rows])
+
+    def sentences(self, conversation_id: str, model_name: str, positions: list[int]):
+        """(rows, vectors) of the sentences of turns at POSITIONS, in conversation order."""
+        import numpy as np
+
+        if not positions:
+            return [], np.zeros((0, 0), np.float32)
+        found = self._sentences(conversation_key(conversation_id), model_name).get(
+            where={"position": {"$in": positions}}, include=["documents", "metadatas", "embeddings"])
+        rows = [(meta["position"], meta["index"], document)
+                for meta, document in zip(found["metadatas"], found["documents"])]
+        order = sorted(range(len(rows)), key=lambda i: rows[i][:2])
+        vectors = np.asarray(found["embeddings"], dtype=np.float32)
+        return [rows[i] for i in order], (vectors[order] if len(order) else vectors)
+
+    def summaries(self, conversation_id: str, digests: list[str]) -> dict[str, list[tuple[int, int, str]]]:
+        """The kept segment summaries among DIGESTS."""
+        if not digests:
+            return {}
+        found = self._records(conversation_key(conversation_id)).get(ids=["s" + digest for digest in digests])
+        return {record_id[1:]: [tuple(row) for row in json.loads(document)]
+                for record_id, document in zip(found["ids"], found["documents"])}
+
+    def keep_summary(self, conversation_id: str, digest: str, rows: list[tuple[int, int, str]]) -> None:
+        self._records(conversation_key(conversation_id)).upsert(
+            ids=["s" + digest], embeddings=[PLACEHOLDER], documents=[json.dumps(rows, ensure_ascii=False)],
+            metadatas=[{"kind": "summary"}])
+
+    def size(self, conversation_id: str) -> int:
+        """Bytes of text the conversation holds (turns and response objects)."""
+        found = self._records(conversation_key(conversation_id)).get(include=["documents"])
+        return sum(len(document.encode()) for document in found["documents"] if document)
+
+
+def _turn(document: str, meta: dict[str, Any]) -> Turn:
+    return Turn(meta["position"], meta["role"], document, json.loads(meta["item"]), meta["response_id"],
+                meta["created_at"])
