@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hoshikage.api import keys
 from hoshikage.api.body import read_json
 from hoshikage.api.errors import invalid
 from hoshikage.api.items import list_page, stored_item
@@ -67,7 +68,8 @@ async def update_conversation(request: web.Request) -> web.Response:
 
 async def delete_conversation(request: web.Request) -> web.Response:
     conversation_id = request.match_info["conversation_id"]
-    await call(request, Store.forget, conversation_id)
+    memory = request.app[keys.MEMORY]
+    await call(request, memory.forget, conversation_id)
     return web.json_response({"id": conversation_id, "object": "conversation.deleted", "deleted": True})
 
 

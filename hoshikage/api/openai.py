@@ -75,7 +75,7 @@ def _chat_prompt(request: web.Request, parsed) -> Callable:
         with memory_errors():
             try:
                 assembly = await assemble(request.app[keys.MEMORY], None, pinned, history, budget,
-                                          model.count_chat_tokens)
+                                          model.count_chat_tokens, model.count_text_tokens)
             except context.ContextTooLong as error:
                 raise APIError(400, f"The newest message needs {error.prompt_tokens} tokens; this model's context "
                                     f"has room for {error.budget} besides the answer", param="messages",

@@ -143,7 +143,7 @@ class _Turn:
         with memory_errors():
             try:
                 self.assembly = await assemble(self.memory, stored, pinned, self.history[leading:], budget,
-                                               model.count_chat_tokens)
+                                               model.count_chat_tokens, model.count_text_tokens)
             except context.ContextTooLong as error:
                 raise invalid(f"The newest input needs {error.prompt_tokens} tokens; this model's context has "
                               f"room for {error.budget} besides the answer. Shorten the input or lower "
@@ -304,7 +304,7 @@ async def compact(request: web.Request) -> web.Response:
         with memory_errors():
             try:
                 assembly = await assemble(request.app[keys.MEMORY], conversation_id, pinned, history, budget,
-                                          loaded.count_chat_tokens)
+                                          loaded.count_chat_tokens, loaded.count_text_tokens)
             except context.ContextTooLong as error:
                 raise invalid(f"The newest input alone needs {error.prompt_tokens} tokens, more than the "
                               f"{error.budget} this model has room for", param="input",

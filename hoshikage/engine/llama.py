@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class LoadOptions:
 # this size so that sequences already generating wait one piece, not the
 # whole prompt (llama.cpp's own physical batch size).
 BATCH_TOKENS = 512
+TEXT_TOKEN_CACHE = 50_000  # message texts whose token counts are remembered (count_text_tokens)
 
 
 class LoadedModel:
@@ -81,6 +83,8 @@ class LoadedModel:
         self.n_vocab: int = model.n_vocab()
         self._pieces: dict[int, bytes] = {}
         self._end_of_generation: tuple[int, ...] | None = None
+        self._text_tokens: dict[str, int] = {}
+        self._text_tokens_lock = threading.Lock()
 
     @classmethod
     def load(cls, entry: ModelEntry, options: LoadOptions, path: Path | None = None,
@@ -179,6 +183,17 @@ class LoadedModel:
         """Tokens MESSAGES take as a chat prompt, whether or not they fit (memory's measure)."""
         formatted = self.formatter.format(messages)
         return len(self.model.tokenize(formatted.text.encode("utf-8"), add_bos=formatted.add_bos, special=True))
+
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of TEXT alone (no template, no BOS), remembered: memory sizes long histories with it."""
+        known = self._text_tokens.get(text)
+        if known is None:
+            known = len(self.model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+            with self._text_tokens_lock:  # requests assemble on several threads
+                self._text_tokens[text] = known
+                if len(self._text_tokens) > TEXT_TOKEN_CACHE:
+                    self._text_tokens.pop(next(iter(self._text_tokens)))  # the oldest
+        return known
 
     def completion_prompt(self, prompt: str | tuple[int, ...], stop: tuple[str, ...]) -> Prompt:
         if isinstance(prompt, tuple):

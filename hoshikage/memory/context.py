@@ -26,6 +26,7 @@ from hoshikage.memory.summarize import SEGMENT_TURNS
 
 Message = dict[str, str]
 MARGIN = 16  # tokens: the generation prompt's own tokens, rounding between formats
+PER_MESSAGE = 8  # template tokens around one message, for estimates (the prompt is then counted exactly)
 MEMORY_SHARE = 0.25  # of the budget, kept free for the summary and recalled passages
 DEFAULT_ANSWER_SHARE = 4  # with no max_tokens, a quarter of the context (at most 1024) stays for the answer
 SUMMARY_HEADING = "Summary of the earlier conversation (its most representative sentences):"
@@ -78,20 +79,30 @@ def split_pinned(messages: Sequence[Message]) -> tuple[list[Message], list[Messa
     return list(messages[:count]), list(messages[count:])
 
 
-def plan(pinned: list[Message], history: list[Message], budget: int,
-         count: Callable[[list[Message]], int]) -> Plan:
-    if count(pinned + history) <= budget:
+def plan(pinned: list[Message], history: list[Message], budget: int, count: Callable[[list[Message]], int],
+         measure: Callable[[str], int] | None = None) -> Plan:
+    """Where the verbatim window starts. COUNT is exact (the whole prompt); MEASURE, the tokens of one
+    message's text alone, lets a long history be sized without tokenizing it whole again and again."""
+    measure = measure or (lambda text: count([{"role": "user", "content": text}]))
+    sizes = [measure(message["content"]) for message in history]
+    fixed = sum(measure(message["content"]) for message in pinned)
+    # The texts alone are a lower bound of the prompt: only a history that might fit is counted exactly.
+    if fixed + sum(sizes) <= budget and count(pinned + history) <= budget:
         return Plan(True, 0)
     last = _latest_user(history)
     room = int(budget * (1 - MEMORY_SHARE))
+    suffix = [0] * (len(history) + 1)
+    for index in range(len(history) - 1, -1, -1):
+        suffix[index] = suffix[index + 1] + sizes[index] + PER_MESSAGE
 
     def fits(start: int) -> bool:
-        return count(pinned + history[start:]) <= room
+        return fixed + suffix[start] <= room and count(pinned + history[start:]) <= room
 
-    aligned = list(range(SEGMENT_TURNS, last + 1, SEGMENT_TURNS))
-    start = _first_true(aligned, fits)
+    aligned = [start for start in range(SEGMENT_TURNS, last + 1, SEGMENT_TURNS) if fixed + suffix[start] <= room]
+    start = next((start for start in aligned if fits(start)), None)
     if start is None:
-        start = _first_true(list(range((aligned[-1] + 1) if aligned else 1, last + 1)), fits)
+        after = (aligned[-1] + 1) if aligned else 1
+        start = next((start for start in range(after, last + 1) if fits(start)), None)
     if start is None:
         if count(pinned + history[last:]) > budget:
             raise ContextTooLong(count(pinned + history[last:]), budget)
@@ -150,15 +161,3 @@ def _latest_user(history: list[Message]) -> int:
         if history[index]["role"] == "user":
             return index
     return len(history) - 1
-
-
-def _first_true(candidates: list[int], test: Callable[[int], bool]) -> int | None:
-    """The first candidate passing TEST, which is monotonic (false..., true...); binary search."""
-    low, high, found = 0, len(candidates) - 1, None
-    while low <= high:
-        middle = (low + high) // 2
-        if test(candidates[middle]):
-            found, high = candidates[middle], middle - 1
-        else:
-            low = middle + 1
-    return found

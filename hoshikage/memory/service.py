@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,6 +28,7 @@ from hoshikage.memory.text import split_sentences
 log = logging.getLogger("hoshikage.memory")
 
 RECALL_PASSAGES = 4
+CACHED_SENTENCES = 50_000  # vectors kept in memory across turns (~75 MB at 384 dimensions)
 SWEEP_INTERVAL_SECONDS = 3600  # retention is counted in days: an idle daemon checks hourly at most
 
 
@@ -63,6 +65,8 @@ class Memory:
         self._embedder: Embedder | None = None
         self.first_use_seconds: float | None = None
         self._last_sweep = time.monotonic()
+        self._turn_sentences: OrderedDict[tuple[str, int], tuple[list, Any]] = OrderedDict()
+        self._cached_sentences = 0
 
     # Plumbing ----------------------------------------------------------------
 
@@ -99,7 +103,19 @@ class Memory:
         """Retention sweep; only when the store is already open (an idle daemon imports nothing)."""
         if self._store is not None and time.monotonic() - self._last_sweep >= SWEEP_INTERVAL_SECONDS:
             self._last_sweep = time.monotonic()
-            await self.call(lambda store: store.expire(self.settings.retention_days))
+            await self.call(self._expire)
+
+    def _expire(self, store: Store) -> None:
+        for conversation_id in store.expire(self.settings.retention_days):
+            self.forget_cached(conversation_id)
+
+    def forget(self, store: Store, conversation_id: str | None) -> None:
+        """Forget one conversation (None: all), on disk and in this process; run through call()."""
+        if conversation_id is None:
+            store.forget_all()
+        else:
+            store.forget(conversation_id)
+        self.forget_cached(conversation_id)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
@@ -117,8 +133,6 @@ class Memory:
 
         embedder = self.embedder()
         stored = conversation_id is not None and all(turn.position is not None for turn in overflow)
-        if stored:
-            self._embed_stored(conversation_id, overflow)
         # One read for every left-out sentence and one for the cached segment summaries: a
         # conversation of hundreds of turns costs two ChromaDB calls, not one per segment.
         keys = [turn.position if stored else index for index, turn in enumerate(overflow)]
@@ -147,8 +161,15 @@ class Memory:
                     summary_rows.append(all_rows[row_index])
                     summary_vectors.append(all_vectors[row_index])
         if len(summary_rows) > self.settings.rule.maximum:
-            keep = representatives(np.stack(summary_vectors), self.settings.rule.maximum)
-            summary_rows = [summary_rows[i] for i in keep]
+            # The representatives clustered once more; kept too, as it changes only with a new segment.
+            digest = _digest([d or "" for d in digests]) if all(digests) else None
+            reduced = self.store().summaries(conversation_id, [digest]).get(digest) if digest else None
+            if reduced is None:
+                keep = representatives(np.stack(summary_vectors), self.settings.rule.maximum)
+                reduced = [summary_rows[i] for i in keep]
+                if digest:
+                    self.store().keep_summary(conversation_id, digest, reduced)
+            summary_rows = reduced
         summary = list(dict.fromkeys(row[2] for row in summary_rows))  # a repeated sentence once
 
         # Recall ranks every left-out sentence exactly. The sentences come from ChromaDB (a metadata
@@ -169,38 +190,76 @@ class Memory:
                     break
         return summary, recalled
 
-    def _embed_stored(self, conversation_id: str, turns: list[HistoryTurn]) -> None:
-        """Embed the sentences of stored turns that have none yet (each turn once, ever)."""
-        store, name = self.store(), self.settings.model_name
-        done = store.embedded_positions(conversation_id, name)
-        rows = [(turn.position, index, sentence) for turn in turns if turn.position not in done
-                for index, sentence in enumerate(split_sentences(turn.text))]
-        if rows:
-            store.add_sentences(conversation_id, name, rows, self.embedder().passages([row[2] for row in rows]))
+    def _stored_sentences(self, conversation_id: str, turns: list[HistoryTurn]):
+        """(rows, vectors) of stored TURNS' sentences: from this process's cache, else from ChromaDB,
+        else embedded now and written there (each turn is embedded once, ever)."""
+        import numpy as np
+
+        name, cache = self.settings.model_name, self._turn_sentences
+        missing = [turn.position for turn in turns if (conversation_id, turn.position) not in cache]
+        if missing:
+            rows, vectors = self.store().sentences(conversation_id, name, missing)
+            found: dict[int, list[int]] = {}
+            for index, row in enumerate(rows):
+                found.setdefault(row[0], []).append(index)
+            for position, indices in found.items():
+                self._cache_turn(conversation_id, position, [rows[i] for i in indices], vectors[indices])
+            unembedded = [turn for turn in turns if turn.position in set(missing) - found.keys()]
+            new_rows = [(turn.position, index, sentence) for turn in unembedded
+                        for index, sentence in enumerate(split_sentences(turn.text))]
+            new_vectors = self.embedder().passages([row[2] for row in new_rows])
+            if new_rows:
+                self.store().add_sentences(conversation_id, name, new_rows, new_vectors)
+            for turn in unembedded:
+                indices = [i for i, row in enumerate(new_rows) if row[0] == turn.position]
+                self._cache_turn(conversation_id, turn.position, [new_rows[i] for i in indices],
+                                 new_vectors[indices] if indices else np.zeros((0, new_vectors.shape[1]), np.float32))
+        parts = [cache[(conversation_id, turn.position)] for turn in turns]
+        for turn in turns:
+            cache.move_to_end((conversation_id, turn.position))
+        rows = [row for part in parts for row in part[0]]
+        vectors = [part[1] for part in parts if len(part[1])]
+        return rows, (np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32))
+
+    def _cache_turn(self, conversation_id: str, position: int, rows, vectors) -> None:
+        cache = self._turn_sentences
+        cache[(conversation_id, position)] = (rows, vectors)
+        self._cached_sentences += len(rows)
+        while self._cached_sentences > CACHED_SENTENCES and len(cache) > 1:
+            _, (old_rows, _) = cache.popitem(last=False)
+            self._cached_sentences -= len(old_rows)
+
+    def forget_cached(self, conversation_id: str | None = None) -> None:
+        """Drop cached vectors (of one conversation, or all) after a forget."""
+        for key in [key for key in self._turn_sentences if conversation_id in (None, key[0])]:
+            self._cached_sentences -= len(self._turn_sentences.pop(key)[0])
 
     def _sentences(self, conversation_id: str | None, turns: list[HistoryTurn], keys: list[int]):
         """(rows, vectors) of TURNS' sentences in order; a row is (turn key, sentence index, text)."""
         if conversation_id is not None:
-            return self.store().sentences(conversation_id, self.settings.model_name, keys)
+            return self._stored_sentences(conversation_id, turns)
         rows = [(key, index, sentence) for key, turn in zip(keys, turns)
                 for index, sentence in enumerate(split_sentences(turn.text))]
         return rows, self.embedder().passages([row[2] for row in rows])
 
 
 def _segment_digest(settings: MemorySettings, segment: list[HistoryTurn]) -> str:
-    key = json.dumps([settings.model_name, dataclasses.astuple(settings.rule), [turn.position for turn in segment]])
-    return hashlib.sha256(key.encode()).hexdigest()[:24]
+    return _digest([settings.model_name, dataclasses.astuple(settings.rule), [turn.position for turn in segment]])
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:24]
 
 
 async def assemble(memory: Memory | None, conversation_id: str | None, pinned: list[dict[str, str]],
-                   history: list[HistoryTurn], budget: int, count: Callable[[list[dict[str, str]]], int]
-                   ) -> context.Assembly:
+                   history: list[HistoryTurn], budget: int, count: Callable[[list[dict[str, str]]], int],
+                   measure: Callable[[str], int] | None = None) -> context.Assembly:
     """The prompt messages for PINNED + HISTORY within BUDGET tokens (see context.py).
 
     MEMORY may be None when it is not in use: then a history that does not fit raises ContextTooLong.
     """
     messages = [{"role": turn.role, "content": turn.text} for turn in history]
-    planned = await asyncio.to_thread(context.plan, pinned, messages, budget, count)
+    planned = await asyncio.to_thread(context.plan, pinned, messages, budget, count, measure)
     if planned.fits:
         full = pinned + messages
         return context.Assembly(full, False, 0, [], [], await asyncio.to_thread(count, full), budget)

@@ -282,10 +282,6 @@ class Store:
 
     # Sentences and summaries ------------------------------------------------
 
-    def embedded_positions(self, conversation_id: str, model_name: str) -> set[int]:
-        found = self._sentences(conversation_key(conversation_id), model_name).get(include=["metadatas"])
-        return {meta["position"] for meta in found["metadatas"]}
-
     def add_sentences(self, conversation_id: str, model_name: str,
                       rows: list[tuple[int, int, str]], vectors) -> None:
         """ROWS of (turn position, sentence index, text) with their VECTORS."""

@@ -81,6 +81,13 @@ def test_a_history_that_fits_is_planned_verbatim():
     assert plan == context.Plan(True, 0)
 
 
+def test_a_history_that_just_fits_is_verbatim_however_small_its_messages():
+    history = [{"role": "user", "content": "hi"} for _ in range(100)]  # 5 tokens each by _words
+    measure = lambda text: len(text.split())  # noqa: E731 - the text alone, a lower bound
+    assert context.plan([], history, budget=_words(history), count=_words, measure=measure).fits
+    assert not context.plan([], history, budget=_words(history) - 1, count=_words, measure=measure).fits
+
+
 def test_an_overlong_history_starts_on_a_segment_boundary_and_keeps_the_latest_message():
     history = _history(81)  # 14 tokens a turn
     plan = context.plan([], history, budget=300, count=_words)
