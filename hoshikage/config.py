@@ -98,6 +98,8 @@ def _optional_prefix(value: Any) -> str | None:
 
 
 def _memory_overflow(value: Any) -> str:
+    if value is False:  # YAML reads a bare `off` as false
+        return "off"
     text = str(value).strip().lower()
     if text not in {"off", "summarize"}:
         raise ValueError("must be off or summarize")

@@ -54,6 +54,10 @@ def _chain_history(store: Store, response_id: str):
     return conversation_id, [by_position[position] for position in order if position in by_position]
 
 
+def _open(store: Store) -> None:
+    """Nothing: calling it opens the store."""
+
+
 def _conversation_history(store: Store, conversation_id: str):
     store.conversation(conversation_id)
     return store.turns(conversation_id)
@@ -128,6 +132,8 @@ class _Turn:
             self.conversation_id = parsed.conversation_id
         else:
             self.conversation_id, self.new_conversation = new_conversation_id(), True
+            if parsed.store:  # a store that cannot be opened is a 503 now, before any token is generated
+                await call(self.request, _open)
         self.response_id = new_response_id(self.conversation_id)
         self.history = ([HistoryTurn(turn.role, turn.text, turn.position) for turn in self.stored_turns]
                         + [HistoryTurn(message.role, message.text, None) for message in parsed.input])
@@ -149,7 +155,8 @@ class _Turn:
                               f"room for {error.budget} besides the answer. Shorten the input or lower "
                               "'max_output_tokens'.", param="input", code="context_length_exceeded") from None
         self.leading = leading
-        self.request["log_fields"] = memory_log_fields(self.assembly, self.conversation_id)
+        kept = self.parsed.store or not self.new_conversation  # else the id names nothing on disk
+        self.request["log_fields"] = memory_log_fields(self.assembly, self.conversation_id if kept else None)
         return await asyncio.to_thread(model.chat_prompt, self.assembly.messages, ())
 
     def output(self, text: str, status: str = "completed") -> list[dict[str, Any]]:
@@ -176,7 +183,7 @@ class _Turn:
 def memory_log_fields(assembly: context.Assembly, conversation_id: str | None) -> dict[str, Any]:
     """journald fields: how a request's context was put together."""
     return {"CONVERSATION_ID": conversation_id or "", "MEMORY_COMPRESSED": int(assembly.compressed),
-            "MEMORY_VERBATIM_TURNS": len(assembly.messages) - (1 if assembly.summary else 0),
+            "MEMORY_VERBATIM_TURNS": assembly.verbatim_turns,
             "MEMORY_SUMMARY_SENTENCES": len(assembly.summary), "MEMORY_RECALLED_PASSAGES": len(assembly.recalled),
             "MEMORY_PROMPT_TOKENS": assembly.prompt_tokens}
 
@@ -239,9 +246,15 @@ async def _stream(request: web.Request, turn: _Turn, first: Chunk, chunks) -> we
     await send("response.content_part.done", item_id=item_id, output_index=0, content_index=0,
                part={**part, "text": text})
     await send("response.output_item.done", output_index=0, item=finished["output"][0])
-    await turn.store(finished)
-    await send("response.completed" if finished["status"] == "completed" else "response.incomplete",
-               response=finished)
+    try:
+        await turn.store(finished)
+    except APIError as error:  # the headers are long gone: the stream itself says it failed
+        failed = {**finished, "status": "failed", "completed_at": None,
+                  "error": {"code": "server_error", "message": error.message}}
+        await send("response.failed", response=failed)
+    else:
+        await send("response.completed" if finished["status"] == "completed" else "response.incomplete",
+                   response=finished)
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response

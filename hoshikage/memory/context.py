@@ -55,11 +55,12 @@ class Assembly:
     recalled: list[str]
     prompt_tokens: int
     budget: int
+    verbatim_turns: int = 0  # history turns given as they are
 
     def report(self, history_positions: Sequence[int] = ()) -> dict:
         """What the model was given, for the inspection endpoint and `hoshikage memory context`."""
         return {"compressed": self.compressed, "budget_tokens": self.budget, "prompt_tokens": self.prompt_tokens,
-                "verbatim_turns": len(history_positions) - self.verbatim_start if history_positions else None,
+                "verbatim_turns": self.verbatim_turns,
                 "verbatim_positions": list(history_positions[self.verbatim_start:]),
                 "summary_sentences": self.summary, "recalled_passages": self.recalled,
                 "messages": self.messages}
@@ -126,7 +127,7 @@ def render(pinned: list[Message], history: list[Message], start: int, summary: l
             recalled.pop()
     if tokens > budget:
         raise ContextTooLong(tokens, budget)
-    return Assembly(messages, True, start, summary, recalled, tokens, budget)
+    return Assembly(messages, True, start, summary, recalled, tokens, budget, len(history) - start)
 
 
 def memory_note(summary: list[str], recalled: list[str]) -> str:

@@ -173,7 +173,7 @@ def main() -> None:
     results = asyncio.run(run(args.pairs, args.turns, args.embedding_model))
     results["first_use"] = first_use(args.embedding_model)
     results["setup"] = {"pairs": args.pairs, "turns": args.turns, "context": CONTEXT,
-                        "embedding_model": Path(args.embedding_model).name}
+                        "embedding_model": args.embedding_model}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 

@@ -98,6 +98,9 @@ def test_a_store_that_cannot_be_opened_is_a_clear_503_and_chat_keeps_working(sta
             error = raised.value.response.json()["error"]
             assert raised.value.status_code == 503 and error["code"] == "memory_unavailable"
             assert "chroma_path" in error["message"] and str(blocker) in error["message"]
+            streamed = httpx.post(f"{daemon.base_url}/v1/responses", timeout=30,
+                                  json={**SHORT, "input": "Remember me.", "stream": True})
+            assert streamed.status_code == 503 and streamed.json()["error"]["code"] == "memory_unavailable"
             chat = client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Hi"}],
                                                   max_tokens=4)
             assert chat.choices[0].message.content is not None

@@ -172,6 +172,11 @@ def test_a_fact_stated_early_is_recalled_when_asked_in_other_words(openai_tcp, d
     assert fact.answer in _prompt_text(report)
     assert not any(fact.answer in message["content"] for message in history[-40:])  # not just verbatim
     assert 0 < len(report["summary_sentences"]) <= 20
+    # One log line per request says how its context was made (journald fields under systemd).
+    line = next(line for line in daemon.log_text().splitlines() if created.id in line and "POST /v1/responses" in line)
+    assert f"memory_summary_sentences={len(report['summary_sentences'])}" in line
+    assert f"memory_recalled_passages={len(report['recalled_passages'])}" in line
+    assert f"memory_verbatim_turns={report['verbatim_turns']}" in line
 
 
 def test_compact_returns_the_window_memory_would_give_the_model(openai_tcp):

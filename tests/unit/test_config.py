@@ -114,3 +114,24 @@ def test_gpu_layers_default_to_auto_and_take_numbers(tmp_path):
     assert settings(tmp_path, yaml_text="gpu_layers: 20\n").gpu_layers == 20
     with pytest.raises(ConfigError, match=r"gpu_layers: must be 'auto', -1 \(all layers\) or a number"):
         settings(tmp_path, environ={"HOSHIKAGE_GPU_LAYERS": "-5"})
+
+
+def test_memory_settings(tmp_path):
+    config = tmp_path / "hoshikage.yaml"
+    config.write_text("memory_overflow: off\nmemory_retention_days: 7\nembedding_query_prefix: ''\n")
+    settings = load_settings(config_file=config, environ={"HOSHIKAGE_EMBEDDING_PASSAGE_PREFIX": "passage: "})
+    assert (settings.memory_overflow, settings.memory_retention_days) == ("off", 7)
+    assert (settings.embedding_query_prefix, settings.embedding_passage_prefix) == ("", "passage: ")
+    assert load_settings(config_file=config, environ={"HOSHIKAGE_MEMORY_OVERFLOW": "summarize"}).memory_overflow == \
+        "summarize"
+    with pytest.raises(ConfigError, match="memory_overflow: must be off or summarize"):
+        load_settings(config_file=config, environ={"HOSHIKAGE_MEMORY_OVERFLOW": "sometimes"})
+
+
+def test_embedding_prefixes_follow_the_model():
+    from hoshikage.memory.embed import Embedder
+
+    assert (Embedder("cl-nagoya/ruri-small-v2").query_prefix, Embedder("cl-nagoya/ruri-small-v2").passage_prefix) \
+        == ("クエリ: ", "文章: ")
+    assert Embedder("/models/all-MiniLM-L6-v2").query_prefix == ""
+    assert Embedder("cl-nagoya/ruri-small-v2", query_prefix="").query_prefix == ""
