@@ -78,7 +78,8 @@ class Activator:
         if process is None or process.poll() is not None:
             return False
         program = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")[0]
-        return Path(program.decode()).name not in {"sh", "systemd-socket-activate"}
+        # Empty while the process is between two execs (sh -> systemd-socket-activate): not hoshikage yet.
+        return Path(program.decode()).name not in {"", "sh", "systemd-socket-activate"}
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

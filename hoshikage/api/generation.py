@@ -23,6 +23,7 @@ from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.protocol import GenerationRequest
 from hoshikage.engine.llama import Chunk, LoadedModel, ModelLoadError, Prompt, PromptTooLong
 from hoshikage.engine.models import BudgetBusy, ModelTooLarge, UnknownModel
+from hoshikage.engine.sampling import GrammarError, check_grammar
 from hoshikage.engine.scheduler import GenerationFailed, QueueFull, TooManyChoices
 
 log = logging.getLogger("hoshikage.api")
@@ -110,6 +111,12 @@ async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[
     if outside is not None:
         raise invalid(f"'logit_bias' names token {outside}, outside the vocabulary of '{parsed.model}' "
                       f"(0..{vocabulary - 1})", param="logit_bias")
+    if parsed.sampling.grammar is not None:
+        try:
+            check_grammar(scheduler.model.model.vocab, parsed.sampling.grammar)
+        except GrammarError:
+            raise invalid("The grammar made from 'response_format' is not one llama.cpp accepts",
+                          param="response_format", code="unsupported_schema") from None
     try:
         return scheduler.submit(prompt, parsed.sampling, parsed.max_tokens, parsed.n)
     except TooManyChoices as error:

@@ -22,8 +22,16 @@ def message_item(item_id: str, role: str, text: str, status: str = "completed") 
 
 def stored_item(item: dict[str, Any]) -> dict[str, Any]:
     """An input item with the id and status it is stored under."""
+    if item.get("type") in ("function_call", "function_call_output"):
+        prefix = "fc_" if item["type"] == "function_call" else "fco_"
+        return {"id": prefix + uuid.uuid4().hex, **item}
     return {"id": "msg_" + uuid.uuid4().hex, "type": "message", "status": "completed",
             "role": item["role"], "content": item["content"]}
+
+
+def function_call_item(call, status: str = "completed") -> dict[str, Any]:
+    return {"id": "fc_" + uuid.uuid4().hex, "type": "function_call", "status": status, "call_id": call.id,
+            "name": call.name, "arguments": call.arguments}
 
 
 def list_page(request: web.Request, items: list[dict[str, Any]]) -> dict[str, Any]:

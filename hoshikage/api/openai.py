@@ -20,8 +20,9 @@ from hoshikage.api.errors import APIError
 from hoshikage.api.body import read_json
 from hoshikage.api.generation import new_id, now, parse_body, run_generation, usage
 from hoshikage.api.protocol import GenerationRequest, parse_chat_request, parse_completion_request
+from hoshikage.api.tool_answers import tool_answer
 from hoshikage.api.sse import open_event_stream, send_done, send_event
-from hoshikage.engine.llama import Chunk
+from hoshikage.engine.llama import Chunk, TokenLogprob
 
 FINGERPRINT = f"hoshikage-{__version__}"
 
@@ -33,35 +34,71 @@ class _Surface:
     chunk_object_name: str
     parse: Callable[[Any], GenerationRequest]
     prompt: Callable[[web.Request, GenerationRequest], Callable]  # -> (model -> Prompt, or its awaitable)
-    choice: Callable[[int, str, str | None], dict[str, Any]]  # whole answer
-    delta: Callable[[int, str, str | None, bool], dict[str, Any]]  # streamed piece
+    # (index, text, finish_reason, logprobs or None when not asked for) -> a whole answer's choice
+    choice: Callable[[int, str, str | None, list[TokenLogprob] | None], dict[str, Any]]
+    # (index, text, finish_reason, first piece?, logprobs or None) -> a streamed piece
+    delta: Callable[[int, str, str | None, bool, list[TokenLogprob] | None], dict[str, Any]]
 
 
-def _chat_choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
+def _token(text: bytes, logprob: float) -> dict[str, Any]:
+    return {"token": text.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(text)}
+
+
+def _chat_logprobs(logprobs: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    if logprobs is None:
+        return None
+    return {"content": [{**_token(entry.token, entry.logprob),
+                         "top_logprobs": [_token(text, value) for text, value in entry.top]} for entry in logprobs],
+            "refusal": None}
+
+
+def _chat_choice(index: int, text: str, finish_reason: str | None,
+                 logprobs: list[TokenLogprob] | None = None) -> dict[str, Any]:
     return {"index": index, "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": None, "finish_reason": finish_reason}
+            "logprobs": _chat_logprobs(logprobs), "finish_reason": finish_reason}
 
 
-def _chat_delta(index: int, text: str, finish_reason: str | None, first: bool) -> dict[str, Any]:
+def _chat_delta(index: int, text: str, finish_reason: str | None, first: bool,
+                logprobs: list[TokenLogprob] | None = None) -> dict[str, Any]:
     delta: dict[str, Any] = {"role": "assistant", "content": text} if first else {}
     if text and not first:
         delta["content"] = text
-    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    return {"index": index, "delta": delta, "logprobs": _chat_logprobs(logprobs), "finish_reason": finish_reason}
 
 
-def _completion_choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
-    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+def _completion_logprobs(logprobs: list[TokenLogprob] | None, offset: int = 0) -> dict[str, Any] | None:
+    """OpenAI's legacy shape: parallel lists, alternatives as {token: logprob}."""
+    if logprobs is None:
+        return None
+    tokens = [entry.token.decode("utf-8", errors="replace") for entry in logprobs]
+    offsets = []
+    for token in tokens:
+        offsets.append(offset)
+        offset += len(token)
+    return {"tokens": tokens, "token_logprobs": [entry.logprob for entry in logprobs],
+            "top_logprobs": [{text.decode("utf-8", errors="replace"): value for text, value in entry.top}
+                             for entry in logprobs], "text_offset": offsets}
 
 
-def _completion_delta(index: int, text: str, finish_reason: str | None, first: bool) -> dict[str, Any]:
-    return _completion_choice(index, text, finish_reason)
+def _completion_choice(index: int, text: str, finish_reason: str | None,
+                       logprobs: list[TokenLogprob] | None = None) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": _completion_logprobs(logprobs), "finish_reason": finish_reason}
+
+
+def _completion_delta(index: int, text: str, finish_reason: str | None, first: bool,
+                      logprobs: list[TokenLogprob] | None = None) -> dict[str, Any]:
+    return _completion_choice(index, text, finish_reason, logprobs)
 
 
 def _chat_prompt(request: web.Request, parsed) -> Callable:
     """The chat prompt builder: plain, or through memory when an overlong chat is to be summarised."""
     overflow = parsed.memory_overflow or request.app[keys.SETTINGS].memory_overflow
     if overflow != "summarize":
-        return lambda model: model.chat_prompt(parsed.messages, parsed.stop)
+        def plain(model):
+            request["tool_family"] = model.tool_family
+            return model.chat_prompt(parsed.messages, parsed.stop, parsed.tools)
+
+        return plain
 
     async def summarized(model):
         from hoshikage.api.memory_access import memory_errors
@@ -70,7 +107,7 @@ def _chat_prompt(request: web.Request, parsed) -> Callable:
         from hoshikage.memory.service import HistoryTurn, assemble
 
         pinned, turns = context.split_pinned(list(parsed.messages))
-        history = [HistoryTurn(message["role"], message["content"], None) for message in turns]
+        history = [HistoryTurn(message["role"], message["content"], None, message) for message in turns]
         budget = context.answer_budget(model.context_length, parsed.max_tokens)
         with memory_errors():
             try:
@@ -81,7 +118,8 @@ def _chat_prompt(request: web.Request, parsed) -> Callable:
                                     f"has room for {error.budget} besides the answer", param="messages",
                                code="context_length_exceeded") from None
         request["log_fields"] = memory_log_fields(assembly, None)
-        return await asyncio.to_thread(model.chat_prompt, assembly.messages, parsed.stop)
+        request["tool_family"] = model.tool_family
+        return await asyncio.to_thread(model.chat_prompt, assembly.messages, parsed.stop, parsed.tools)
 
     return summarized
 
@@ -109,25 +147,39 @@ async def _serve(request: web.Request, surface: _Surface) -> web.StreamResponse:
     if parsed.stream:
         return await _stream(request, surface, parsed, first, chunks)
     parts: list[list[str]] = [[] for _ in range(parsed.n)]
+    logprobs: list[list[TokenLogprob]] = [[] for _ in range(parsed.n)]
     finals: dict[int, Chunk] = {}
 
     def collect(chunk: Chunk) -> None:
         parts[chunk.index].append(chunk.text)
+        logprobs[chunk.index].extend(chunk.logprobs)
         if chunk.finish_reason is not None:
             finals[chunk.index] = chunk
 
+    asked = parsed.sampling.logprobs is not None
     collect(first)
     async for chunk in chunks:
         collect(chunk)
     ended = [finals[index] for index in range(parsed.n)]
     request["tokens"] = sum(chunk.completion_tokens for chunk in ended)
+    choices = [surface.choice(index, "".join(parts[index]), finals[index].finish_reason,
+                              logprobs[index] if asked else None) for index in range(parsed.n)]
+    if getattr(parsed, "calls_tools", False):
+        for choice in choices:
+            content, calls, reason = tool_answer(request, parsed, choice["message"]["content"],
+                                                  choice["finish_reason"])
+            choice["message"]["content"], choice["finish_reason"] = content, reason
+            if calls:
+                choice["message"]["tool_calls"] = [_tool_call(call) for call in calls]
     return web.json_response({
         "id": new_id(surface.id_prefix), "object": surface.object_name, "created": now(),
-        "model": parsed.model, "system_fingerprint": FINGERPRINT,
-        "choices": [surface.choice(index, "".join(parts[index]), finals[index].finish_reason)
-                    for index in range(parsed.n)],
-        "usage": usage(ended),
+        "model": parsed.model, "system_fingerprint": FINGERPRINT, "choices": choices, "usage": usage(ended),
     })
+
+
+def _tool_call(call, index: int | None = None) -> dict[str, Any]:
+    shaped = {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+    return shaped if index is None else {"index": index, **shaped}
 
 
 async def _stream(request: web.Request, surface: _Surface, parsed: GenerationRequest,
@@ -141,9 +193,14 @@ async def _stream(request: web.Request, surface: _Surface, parsed: GenerationReq
     started: set[int] = set()  # choices whose first delta (with the role) is sent
     finals: dict[int, Chunk] = {}
 
+    asked = parsed.sampling.logprobs is not None
+    if getattr(parsed, "calls_tools", False):
+        return await _stream_tools(request, response, envelope, parsed, first, chunks)
+
     async def send(chunk: Chunk) -> None:
         await send_event(response, {**envelope, "choices": [
-            surface.delta(chunk.index, chunk.text, chunk.finish_reason, chunk.index not in started)]})
+            surface.delta(chunk.index, chunk.text, chunk.finish_reason, chunk.index not in started,
+                          list(chunk.logprobs) if asked else None)]})
         started.add(chunk.index)
         if chunk.finish_reason is not None:
             finals[chunk.index] = chunk
@@ -151,6 +208,41 @@ async def _stream(request: web.Request, surface: _Surface, parsed: GenerationReq
     await send(first)
     async for chunk in chunks:
         await send(chunk)
+    return await _end_stream(request, response, envelope, parsed, finals)
+
+
+async def _stream_tools(request: web.Request, response: web.StreamResponse, envelope: dict[str, Any], parsed,
+                        first: Chunk, chunks) -> web.StreamResponse:
+    """A streamed answer to a request with tools: each choice is read whole, then sent as OpenAI's
+    deltas (content, then one delta per tool call), since a call is known only once it is complete."""
+    parts: dict[int, list[str]] = {}
+    finals: dict[int, Chunk] = {}
+
+    async def settle(chunk: Chunk) -> None:
+        parts.setdefault(chunk.index, []).append(chunk.text)
+        if chunk.finish_reason is None:
+            return
+        finals[chunk.index] = chunk
+        content, calls, reason = tool_answer(request, parsed, "".join(parts[chunk.index]), chunk.finish_reason)
+        delta: dict[str, Any] = {"role": "assistant", "content": content}
+        await send_event(response, {**envelope, "choices": [
+            {"index": chunk.index, "delta": delta, "logprobs": None, "finish_reason": None}]})
+        for number, call in enumerate(calls):
+            await send_event(response, {**envelope, "choices": [
+                {"index": chunk.index, "delta": {"tool_calls": [_tool_call(call, number)]}, "logprobs": None,
+                 "finish_reason": None}]})
+        await send_event(response, {**envelope, "choices": [
+            {"index": chunk.index, "delta": {}, "logprobs": None, "finish_reason": reason}]})
+
+    await settle(first)
+    async for chunk in chunks:
+        await settle(chunk)
+    return await _end_stream(request, response, envelope, parsed, finals)
+
+
+async def _end_stream(request: web.Request, response: web.StreamResponse, envelope: dict[str, Any], parsed,
+                      finals: dict[int, Chunk]) -> web.StreamResponse:
+    """Usage (when asked for) and [DONE] after every choice has finished."""
     ended = [finals[index] for index in sorted(finals)]
     request["tokens"] = sum(chunk.completion_tokens for chunk in ended)
     if parsed.include_usage:

@@ -26,9 +26,10 @@ from hoshikage.api import keys
 from hoshikage.api.body import read_json
 from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.generation import parse_body, run_generation, scheduler_for
-from hoshikage.api.items import list_page, message_item, stored_item
+from hoshikage.api.tool_answers import tool_answer
+from hoshikage.api.items import function_call_item, list_page, message_item, stored_item
 from hoshikage.api.memory_access import call, memory_errors
-from hoshikage.api.responses_protocol import ResponsesRequest, parse_input, parse_responses_request
+from hoshikage.api.responses_protocol import ResponsesRequest, item_message, parse_input, parse_responses_request
 from hoshikage.api.sse import open_event_stream
 from hoshikage.engine.llama import Chunk
 from hoshikage.memory import context
@@ -52,6 +53,13 @@ def _chain_history(store: Store, response_id: str):
     order = [position for rid in reversed(chain) for position in parents[rid]["positions"]]
     by_position = {turn.position: turn for turn in store.turns(conversation_id)}
     return conversation_id, [by_position[position] for position in order if position in by_position]
+
+
+def _history(turns, messages) -> list[HistoryTurn]:
+    """Stored turns, then the request's input, as memory and the prompt read them."""
+    return ([HistoryTurn(turn.role, turn.text, turn.position, item_message(turn.role, turn.text, turn.item))
+             for turn in turns]
+            + [HistoryTurn(message.role, message.text, None, message.message) for message in messages])
 
 
 def _open(store: Store) -> None:
@@ -89,7 +97,7 @@ def response_object(parsed: ResponsesRequest, response_id: str, created_at: int,
         "reasoning": None, "store": parsed.store, "background": False, "service_tier": "default",
         "temperature": sampling.temperature, "top_p": sampling.top_p,
         "presence_penalty": sampling.presence_penalty, "frequency_penalty": sampling.frequency_penalty,
-        "top_logprobs": 0, "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
+        "top_logprobs": 0, "text": {"format": parsed.text_format}, "tool_choice": "auto", "tools": [],
         # OpenAI's schema has no null usage and Open Responses wants the key: zeros until it is known.
         "truncation": parsed.truncation, "usage": usage or _usage(None), "metadata": parsed.metadata,
         "safety_identifier": None, "prompt_cache_key": None,
@@ -135,8 +143,7 @@ class _Turn:
             if parsed.store:  # a store that cannot be opened is a 503 now, before any token is generated
                 await call(self.request, _open)
         self.response_id = new_response_id(self.conversation_id)
-        self.history = ([HistoryTurn(turn.role, turn.text, turn.position) for turn in self.stored_turns]
-                        + [HistoryTurn(message.role, message.text, None) for message in parsed.input])
+        self.history = _history(self.stored_turns, parsed.input)
 
     async def build_prompt(self, model):
         pinned = [{"role": "system", "content": self.parsed.instructions}] if self.parsed.instructions else []
@@ -157,27 +164,40 @@ class _Turn:
         self.leading = leading
         kept = self.parsed.store or not self.new_conversation  # else the id names nothing on disk
         self.request["log_fields"] = memory_log_fields(self.assembly, self.conversation_id if kept else None)
-        return await asyncio.to_thread(model.chat_prompt, self.assembly.messages, ())
+        self.request["tool_family"] = model.tool_family
+        return await asyncio.to_thread(model.chat_prompt, self.assembly.messages, (), self.parsed.tools)
 
-    def output(self, text: str, status: str = "completed") -> list[dict[str, Any]]:
-        return [message_item(self.output_item_id, "assistant", text, status)]
+    def output(self, text: str, finish_reason: str, status: str) -> list[dict[str, Any]]:
+        """The output items: the answer's text as a message, and its tool calls as function_call items."""
+        calls = []
+        if self.parsed.calls_tools:
+            text, calls, _ = tool_answer(self.request, self.parsed, text, finish_reason)
+        items = [message_item(self.output_item_id, "assistant", text, status)] if text or not calls else []
+        return items + [function_call_item(call) for call in calls]
 
     def finished(self, text: str, final: Chunk) -> dict[str, Any]:
         status, details = FINISH_STATUS.get(final.finish_reason, ("completed", None))
         return response_object(self.parsed, self.response_id, self.created_at, status=status,
-                               output=self.output(text, status), usage=_usage(final), incomplete_details=details,
-                               explicit_conversation=self.parsed.conversation_id)
+                               output=self.output(text, final.finish_reason, status), usage=_usage(final),
+                               incomplete_details=details, explicit_conversation=self.parsed.conversation_id)
 
     async def store(self, response: dict[str, Any]) -> None:
         """Write the input and the answer before the client hears that the response is complete."""
         if not self.parsed.store:
             return
         items = [(message.role, message.text, stored_item(message.item)) for message in self.parsed.input]
-        items += [("assistant", item["content"][0]["text"], item) for item in response["output"]]
+        items += [("assistant", _item_text(item), item) for item in response["output"]]
         positions = [turn.position for turn in self.history]
         report = self.assembly.report(positions[self.leading:]) if self.assembly else {}
         await call(self.request, _record, self.conversation_id, self.new_conversation, items, response,
                    self.parsed.previous_response_id, len(self.parsed.input), report)
+
+
+def _item_text(item: dict[str, Any]) -> str:
+    """What an output item says, as memory reads it."""
+    if item["type"] == "function_call":
+        return f"{item['name']}({item['arguments']})"
+    return item["content"][0]["text"]
 
 
 def memory_log_fields(assembly: context.Assembly, conversation_id: str | None) -> dict[str, Any]:
@@ -223,17 +243,20 @@ async def _stream(request: web.Request, turn: _Turn, first: Chunk, chunks) -> we
                               explicit_conversation=parsed.conversation_id)
     await send("response.created", response=started)
     await send("response.in_progress", response=started)
-    item = message_item(item_id, "assistant", "", "in_progress")
-    item["content"] = []
-    await send("response.output_item.added", output_index=0, item=item)
     part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-    await send("response.content_part.added", item_id=item_id, output_index=0, content_index=0, part=part)
+    streaming_text = not parsed.calls_tools  # with tools, an answer is known to be a call only once complete
+    if streaming_text:
+        item = message_item(item_id, "assistant", "", "in_progress")
+        item["content"] = []
+        await send("response.output_item.added", output_index=0, item=item)
+        await send("response.content_part.added", item_id=item_id, output_index=0, content_index=0, part=part)
     parts, final, chunk = [], first, first
     while True:
         if chunk.text:
             parts.append(chunk.text)
-            await send("response.output_text.delta", item_id=item_id, output_index=0, content_index=0,
-                       delta=chunk.text, logprobs=[])
+            if streaming_text:
+                await send("response.output_text.delta", item_id=item_id, output_index=0, content_index=0,
+                           delta=chunk.text, logprobs=[])
         final = chunk
         try:
             chunk = await anext(chunks)
@@ -242,10 +265,28 @@ async def _stream(request: web.Request, turn: _Turn, first: Chunk, chunks) -> we
     text = "".join(parts)
     finished = turn.finished(text, final)
     request["tokens"] = final.completion_tokens
-    await send("response.output_text.done", item_id=item_id, output_index=0, content_index=0, text=text, logprobs=[])
-    await send("response.content_part.done", item_id=item_id, output_index=0, content_index=0,
-               part={**part, "text": text})
-    await send("response.output_item.done", output_index=0, item=finished["output"][0])
+    for index, item in enumerate(finished["output"]):
+        if item["type"] == "function_call":
+            await send("response.output_item.added", output_index=index, item={**item, "arguments": "",
+                                                                               "status": "in_progress"})
+            await send("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
+                       delta=item["arguments"])
+            await send("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                       name=item["name"], arguments=item["arguments"])
+        else:
+            message_text = item["content"][0]["text"]
+            if not streaming_text:
+                await send("response.output_item.added", output_index=index,
+                           item={**item, "status": "in_progress", "content": []})
+                await send("response.content_part.added", item_id=item["id"], output_index=index,
+                           content_index=0, part=part)
+                await send("response.output_text.delta", item_id=item["id"], output_index=index, content_index=0,
+                           delta=message_text, logprobs=[])
+            await send("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
+                       text=message_text, logprobs=[])
+            await send("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,
+                       part={**part, "text": message_text})
+        await send("response.output_item.done", output_index=index, item=item)
     try:
         await turn.store(finished)
     except APIError as error:  # the headers are long gone: the stream itself says it failed
@@ -305,8 +346,7 @@ async def compact(request: web.Request) -> web.Response:
     if previous:
         conversation_id, turns = await call(request, _chain_history, previous, kind="response",
                                             param="previous_response_id")
-    history = ([HistoryTurn(turn.role, turn.text, turn.position) for turn in turns]
-               + [HistoryTurn(message.role, message.text, None) for message in messages])
+    history = _history(turns, messages)
     items = [turn.item for turn in turns] + [stored_item(message.item) for message in messages]
     request["model"] = model
     scheduler = await scheduler_for(request, model)

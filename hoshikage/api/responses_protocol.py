@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from hoshikage.api.errors import invalid
-from hoshikage.api.protocol import GenerationRequest, scalar
+from hoshikage.api.errors import APIError, invalid
+from hoshikage.api.protocol import GenerationRequest, parse_response_format, parse_tools, scalar
 from hoshikage.engine.sampling import SamplingParams
 
 INPUT_ROLES = ("user", "system", "developer", "assistant")
@@ -21,22 +21,35 @@ TEXT_PARTS = ("input_text", "output_text", "text")
 MAX_METADATA_KEYS = 16
 
 # Accepted at their neutral value only (tools and structured output are issue-tracked work).
-NEUTRAL = {"tools": (None, []), "tool_choice": (None, "none", "auto"), "background": (None, False),
+NEUTRAL = {"background": (None, False),
            "top_logprobs": (None, 0), "max_tool_calls": (None,), "prompt": (None,),
            "reasoning": (None, {}, {"effort": None}, {"effort": None, "summary": None})}
 # Known and harmless: accepted and not acted on.
 IGNORED = ("include", "service_tier", "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options",
-           "safety_identifier", "stream_options", "user", "parallel_tool_calls", "truncation")
+           "safety_identifier", "stream_options", "user", "truncation")
 
 
 @dataclasses.dataclass(frozen=True)
 class InputMessage:
-    role: str  # user, system, assistant (developer reads as system)
+    role: str  # user, system, assistant (developer reads as system), tool
     text: str
     item: dict[str, Any]  # as stored and listed: type, role, content parts
+    message: dict[str, Any] | None = None  # the chat message of a function call or its output
 
 
-@dataclasses.dataclass(frozen=True)
+def item_message(role: str, text: str, item: dict[str, Any]) -> dict[str, Any]:
+    """The chat message a stored or given item stands for (tool calls and results included)."""
+    kind = item.get("type")
+    if kind == "function_call":
+        return {"role": "assistant", "content": "", "tool_calls": [{
+            "id": item["call_id"], "type": "function",
+            "function": {"name": item["name"], "arguments": item["arguments"]}}]}
+    if kind == "function_call_output":
+        return {"role": "tool", "tool_call_id": item["call_id"], "content": text}
+    return {"role": role, "content": text}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ResponsesRequest(GenerationRequest):
     input: tuple[InputMessage, ...]
     instructions: str | None
@@ -45,6 +58,7 @@ class ResponsesRequest(GenerationRequest):
     store: bool
     metadata: dict[str, str]
     truncation: str
+    text_format: dict[str, Any] = dataclasses.field(default_factory=lambda: {"type": "text"})
     prompt_param: str = "input"
 
 
@@ -55,9 +69,9 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         if name in body and body[name] not in values:
             raise invalid(f"'{name}' is not supported by this server yet", param=name, code="unsupported_parameter")
     text = body.get("text")
-    if text is not None and (not isinstance(text, dict) or text.get("format", {"type": "text"}) != {"type": "text"}):
-        raise invalid("Only plain text output ('text.format' of type 'text') is supported yet", param="text.format",
-                      code="unsupported_parameter")
+    if text is not None and not isinstance(text, dict):
+        raise invalid("'text' must be an object", param="text")
+    text_format = (text or {}).get("format")
     if body.get("model") is None:
         raise invalid("'model' is required and must be a non-empty string", param="model")
     previous = _optional_string(body, "previous_response_id")
@@ -78,20 +92,47 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         temperature=scalar(body, "temperature"), top_p=scalar(body, "top_p"),
         presence_penalty=scalar(body, "presence_penalty"), frequency_penalty=scalar(body, "frequency_penalty"),
         top_k=scalar(body, "top_k"), min_p=scalar(body, "min_p"), repeat_penalty=scalar(body, "repeat_penalty"),
-        seed=scalar(body, "seed"))
+        seed=scalar(body, "seed"), grammar=_grammar(text_format))
+    tool_fields = parse_tools(_as_chat_tools(body), sampling)
+    sampling = tool_fields.pop("sampling")
     max_output = body.get("max_output_tokens")
     if max_output is not None and (isinstance(max_output, bool) or not isinstance(max_output, int) or max_output < 1):
         raise invalid("'max_output_tokens' must be a positive integer", param="max_output_tokens")
     known = {"model", "input", "instructions", "previous_response_id", "conversation", "store", "metadata",
              "max_output_tokens", "temperature", "top_p", "stream", "text", "presence_penalty", "frequency_penalty",
-             "top_k", "min_p", "repeat_penalty", "seed", *NEUTRAL, *IGNORED}
+             "top_k", "min_p", "repeat_penalty", "seed", "tools", "tool_choice", "parallel_tool_calls", *NEUTRAL,
+             *IGNORED}
     return ResponsesRequest(
         model=scalar(body, "model"), sampling=sampling, max_tokens=max_output, n=1, stop=(), stream=stream,
         include_usage=False, user=None, ignored_fields=tuple(sorted(body.keys() - known)),
         input=parse_input(body.get("input"), required=not (previous or conversation)),
         instructions=_optional_string(body, "instructions"), previous_response_id=previous,
         conversation_id=conversation, store=store, metadata=parse_metadata(body.get("metadata")),
-        truncation=truncation)
+        truncation=truncation, text_format=text_format or {"type": "text"}, **tool_fields)
+
+
+def _as_chat_tools(body: dict[str, Any]) -> dict[str, Any]:
+    """The Responses API's flat function tools and tool_choice, in Chat Completions' shape."""
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        tools = [{"type": "function", "function": {key: value for key, value in tool.items() if key != "type"}}
+                 if isinstance(tool, dict) and tool.get("type") == "function" else tool for tool in tools]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "function" and "name" in choice:
+        choice = {"type": "function", "function": {"name": choice["name"]}}
+    return {"tools": tools, "tool_choice": choice, "parallel_tool_calls": body.get("parallel_tool_calls")}
+
+
+def _grammar(text_format: Any) -> str | None:
+    """text.format as Chat Completions' response_format (the Responses API flattens json_schema)."""
+    if isinstance(text_format, dict) and text_format.get("type") == "json_schema":
+        text_format = {"type": "json_schema", "json_schema": {key: value for key, value in text_format.items()
+                                                              if key != "type"}}
+    try:
+        return parse_response_format(text_format)
+    except APIError as error:
+        error.param = "text.format"
+        raise
 
 
 def parse_input(value: Any, *, required: bool = True, param: str = "input") -> tuple[InputMessage, ...]:
@@ -123,13 +164,29 @@ def _parse_item(item: Any, where: str) -> InputMessage:
     if not isinstance(item, dict):
         raise invalid(f"'{where}' must be an object", param=where)
     kind = item.get("type", "message")
+    if kind == "function_call":
+        for field in ("call_id", "name", "arguments"):
+            if not isinstance(item.get(field), str):
+                raise invalid(f"'{where}.{field}' must be a string", param=f"{where}.{field}")
+        shaped = {"type": "function_call", "call_id": item["call_id"], "name": item["name"],
+                  "arguments": item["arguments"], "status": "completed"}
+        text = f"{item['name']}({item['arguments']})"
+        return InputMessage("assistant", text, shaped, item_message("assistant", text, shaped))
+    if kind == "function_call_output":
+        output = item.get("output")
+        if not isinstance(item.get("call_id"), str) or not isinstance(output, str):
+            raise invalid(f"'{where}' needs a 'call_id' and an 'output' string", param=where)
+        shaped = {"type": "function_call_output", "call_id": item["call_id"], "output": output,
+                  "status": "completed"}
+        return InputMessage("tool", output, shaped, item_message("tool", output, shaped))
     if kind == "compaction":
         note = item.get("encrypted_content")
         if not isinstance(note, str):
             raise invalid(f"'{where}.encrypted_content' must be a string", param=f"{where}.encrypted_content")
         return _message("system", note)
     if kind != "message":
-        raise invalid(f"'{where}' is a {kind!r} item; only message items (and compaction items) are supported yet",
+        raise invalid(f"'{where}' is a {kind!r} item; message, function_call, function_call_output and "
+                      "compaction items are supported",
                       param=where, code="unsupported_parameter")
     role = item.get("role")
     if role not in INPUT_ROLES:

@@ -24,8 +24,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from hoshikage.engine.llama import BATCH_TOKENS, Chunk, LoadedModel, Prompt
-from hoshikage.engine.sampling import Sampler, SamplingParams
+from hoshikage.engine.llama import BATCH_TOKENS, Chunk, LoadedModel, Prompt, TokenLogprob
+from hoshikage.engine.sampling import Sampler, SamplingParams, log_probabilities
 from hoshikage.engine.text_stream import TextAssembler
 
 log = logging.getLogger("hoshikage.batch")
@@ -65,6 +65,7 @@ class _Sequence:
     next_token: int | None = None  # sampled, to be evaluated in the next step
     generated: int = 0
     order: int = 0  # admission order: older prompts are read first
+    logprobs: list = dataclasses.field(default_factory=list)  # TokenLogprobs not yet sent with a chunk
 
 
 def shared_prefix(cached: list[int], tokens: tuple[int, ...]) -> int:
@@ -140,8 +141,9 @@ class BatchEngine:
 
     def _start(self, job, index, slot, limit, pending, position, leader) -> _Sequence:
         ends = self.model.end_of_generation_tokens if job.sampling.ignore_eos else ()
-        sequence = _Sequence(job, index, slot, Sampler(job.sampling, self.model.n_vocab, index, ends), limit,
-                             TextAssembler(job.prompt.stop), pending, position, leader, order=self._admitted)
+        sampler = Sampler(job.sampling, self.model.n_vocab, index, ends, self.model.model.vocab)
+        sequence = _Sequence(job, index, slot, sampler, limit, TextAssembler(job.prompt.stop), pending, position,
+                             leader, order=self._admitted)
         slot.sequence = sequence
         slot.last_used = self._steps
         return sequence
@@ -171,6 +173,12 @@ class BatchEngine:
                 self._fork(sequence, follower)
             for each in [sequence, *followers]:
                 token = each.sampler.sample(self._ctx, batch_index)
+                if each.job.sampling.logprobs is not None and not self.model.is_end_of_generation(token):
+                    logprob, top = log_probabilities(self._ctx, batch_index, self.model.n_vocab, token,
+                                                     each.job.sampling.logprobs)
+                    piece = self.model.piece
+                    each.logprobs.append(TokenLogprob(piece(token), logprob,
+                                                      tuple((piece(other), value) for other, value in top)))
                 self._accept(each, token)
 
     def _fill_batch(self) -> list[tuple[_Sequence, int]]:
@@ -221,7 +229,7 @@ class BatchEngine:
         sequence.generated += 1
         text = sequence.assembler.feed(self.model.piece(token))
         if text:
-            sequence.job.emit(Chunk(text, index=sequence.index))
+            sequence.job.emit(Chunk(text, index=sequence.index, logprobs=self._take_logprobs(sequence)))
         if sequence.assembler.stopped:
             self._finish(sequence, "stop")
         elif sequence.generated >= sequence.limit:
@@ -229,11 +237,18 @@ class BatchEngine:
         else:
             sequence.next_token = token
 
+    @staticmethod
+    def _take_logprobs(sequence: _Sequence) -> tuple:
+        """The log probabilities gathered since the last chunk (text held back keeps them waiting too)."""
+        taken, sequence.logprobs = tuple(sequence.logprobs), []
+        return taken
+
     def _finish(self, sequence: _Sequence, reason: str) -> None:
         tail = sequence.assembler.finish()
         if tail and reason != "cancelled":
-            sequence.job.emit(Chunk(tail, index=sequence.index))
-        sequence.job.emit(Chunk("", reason, len(sequence.job.prompt.tokens), sequence.generated, sequence.index))
+            sequence.job.emit(Chunk(tail, index=sequence.index, logprobs=self._take_logprobs(sequence)))
+        sequence.job.emit(Chunk("", reason, len(sequence.job.prompt.tokens), sequence.generated, sequence.index,
+                                logprobs=self._take_logprobs(sequence)))
         sequence.sampler.close()
         sequence.slot.sequence = None
         sequence.slot.last_used = self._steps

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+Message = dict  # {"role": "system"|"user"|"assistant"|"tool", "content": str, tool_calls / tool_call_id}
 
 TEMPLATE_FORMAT = "jinja"  # use the template stored in the GGUF
 
@@ -91,9 +91,16 @@ class ChatFormatter:
         else:
             raise ValueError(f"unknown chat format {name!r} (known: {', '.join(KNOWN_FORMATS)})")
         self.name = name
+        self.template = template
 
-    def format(self, messages: Sequence[Message]) -> FormattedPrompt:
-        return self._render(messages)
+    def format(self, messages: Sequence[Message], tools: Sequence = ()) -> FormattedPrompt:
+        """MESSAGES (with tool calls and results) as a prompt; TOOLS: engine.tools.Tool the model may call."""
+        from hoshikage.engine.tools import hermes_messages, template_messages
+
+        if self.name == TEMPLATE_FORMAT:
+            return self._render(template_messages(list(messages)),
+                                [tool.as_openai() for tool in tools] if tools else None)
+        return self._render(hermes_messages(list(messages), list(tools)))
 
     @staticmethod
     def _jinja(template: str, bos_token: str, eos_token: str) -> Callable[[Sequence[Message]], FormattedPrompt]:
@@ -105,9 +112,9 @@ class ChatFormatter:
         environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         compiled = environment.from_string(template)
 
-        def render(messages: Sequence[Message]) -> FormattedPrompt:
+        def render(messages: Sequence[Message], tools: list | None = None) -> FormattedPrompt:
             text = compiled.render(
-                messages=list(messages), bos_token=bos_token, eos_token=eos_token,
+                messages=list(messages), bos_token=bos_token, eos_token=eos_token, tools=tools,
                 add_generation_prompt=True, raise_exception=raise_exception,
             )
             # Templates usually write BOS themselves; never add a second one.

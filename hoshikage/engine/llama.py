@@ -16,7 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from hoshikage.engine.chat_format import ChatFormatter, guess_chat_format
+from hoshikage.engine.chat_format import TEMPLATE_FORMAT, ChatFormatter, guess_chat_format
+from hoshikage.engine.tools import family_of
 from hoshikage.registry import ModelEntry
 
 log = logging.getLogger("hoshikage.engine")
@@ -40,6 +41,14 @@ class Prompt:
 
 
 @dataclasses.dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log probability under the model, and its likeliest alternatives."""
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Chunk:
     """A piece of generated text, or (with finish_reason set) the end of generation."""
     text: str
@@ -47,6 +56,7 @@ class Chunk:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     index: int = 0  # which of the request's n choices
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens since the last chunk, when asked for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +93,7 @@ class LoadedModel:
         self.n_vocab: int = model.n_vocab()
         self._pieces: dict[int, bytes] = {}
         self._end_of_generation: tuple[int, ...] | None = None
+        self.tool_family = family_of(formatter.template if formatter.name == TEMPLATE_FORMAT else None)
         self._text_tokens: dict[str, int] = {}
         self._text_tokens_lock = threading.Lock()
 
@@ -174,8 +185,8 @@ class LoadedModel:
 
     # Prompts ---------------------------------------------------------------
 
-    def chat_prompt(self, messages, extra_stop: tuple[str, ...]) -> Prompt:
-        formatted = self.formatter.format(messages)
+    def chat_prompt(self, messages, extra_stop: tuple[str, ...], tools=()) -> Prompt:
+        formatted = self.formatter.format(messages, tools)
         tokens = self.model.tokenize(formatted.text.encode("utf-8"), add_bos=formatted.add_bos, special=True)
         return self._checked(tokens, extra_stop + formatted.stop)
 

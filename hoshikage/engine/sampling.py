@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 
 
@@ -17,6 +18,22 @@ class SamplingParams:
     seed: int | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit); ids checked by the caller
     ignore_eos: bool = False  # never pick an end-of-generation token: run to max_tokens
+    grammar: str | None = None  # GBNF (root rule "root") the output must follow: structured output
+    logprobs: int | None = None  # report each token's log probability and this many alternatives (None: no)
+
+
+class GrammarError(ValueError):
+    """llama.cpp could not parse a grammar."""
+
+
+def check_grammar(vocab, grammar: str) -> None:
+    """Raise GrammarError unless llama.cpp accepts GRAMMAR for VOCAB (a model's llama_vocab pointer)."""
+    import llama_cpp
+
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    if not sampler:
+        raise GrammarError("llama.cpp could not parse the grammar")
+    llama_cpp.llama_sampler_free(sampler)
 
 
 # Tokens the presence and frequency penalties look back over (llama.cpp's default).
@@ -33,12 +50,19 @@ class Sampler:
     """
 
     def __init__(self, params: SamplingParams, n_vocab: int, seed_offset: int = 0,
-                 end_of_generation: tuple[int, ...] = ()):
-        """END_OF_GENERATION: the model's end tokens, banned when params.ignore_eos."""
+                 end_of_generation: tuple[int, ...] = (), vocab=None):
+        """END_OF_GENERATION: the model's end tokens, banned when params.ignore_eos; VOCAB: the model's
+        llama_vocab, needed for a grammar."""
         import llama_cpp
 
         self._llama = llama_cpp
         self._n_vocab = n_vocab
+        self._grammar = None
+        self._data = None
+        if params.grammar is not None:
+            self._grammar = llama_cpp.llama_sampler_init_grammar(vocab, params.grammar.encode(), b"root")
+            if not self._grammar:
+                raise GrammarError("llama.cpp could not parse the grammar")
         bias = dict(params.logit_bias)
         if params.ignore_eos:
             bias.update((token, float("-inf")) for token in end_of_generation)
@@ -50,15 +74,17 @@ class Sampler:
         penalised = bool(params.presence_penalty or params.frequency_penalty or params.repeat_penalty != 1.0)
         self._chain = (None if params.temperature <= 0 and not penalised
                        else _chain(params, seed_offset, bias, n_vocab))
-        if self._chain is None:
-            import numpy  # already loaded by llama_cpp
+        import numpy  # already loaded by llama_cpp
 
-            self._numpy = numpy
+        self._numpy = numpy
+        if self._chain is None:
             self._bias_ids = numpy.fromiter(bias.keys(), dtype=numpy.int64, count=len(bias))
             self._bias_values = numpy.fromiter(bias.values(), dtype=numpy.float32, count=len(bias))
 
     def sample(self, context, batch_index: int) -> int:
         """The next token, from the logits of BATCH_INDEX in the last decoded batch."""
+        if self._grammar is not None:
+            return self._sample_with_grammar(context, batch_index)
         if self._chain is not None:
             return self._llama.llama_sampler_sample(self._chain, context, batch_index)
         logits = self._numpy.ctypeslib.as_array(self._llama.llama_get_logits_ith(context, batch_index),
@@ -68,10 +94,87 @@ class Sampler:
             logits[self._bias_ids] += self._bias_values
         return int(logits.argmax())
 
+    def _sample_with_grammar(self, context, batch_index: int) -> int:
+        """Sample as without the grammar; only when the grammar forbids that token, sample again from the
+        tokens it allows (llama.cpp's own order: checking one token is far cheaper than filtering a
+        whole vocabulary at every step). Greedy stays greedy: the likeliest token the grammar allows."""
+        llama = self._llama
+        logits = self._numpy.ctypeslib.as_array(llama.llama_get_logits_ith(context, batch_index),
+                                                shape=(self._n_vocab,))
+        token = self._pick(logits, constrained=False)
+        if not self._allows(token):
+            token = self._pick(logits, constrained=True)
+        llama.llama_sampler_accept(self._grammar, token)
+        if self._chain is not None:
+            llama.llama_sampler_accept(self._chain, token)
+        return token
+
+    def _pick(self, logits, constrained: bool) -> int:
+        numpy, llama = self._numpy, self._llama
+        if self._chain is None and not constrained:
+            if self._bias_ids.size:
+                logits = logits.copy()
+                logits[self._bias_ids] += self._bias_values
+            return int(logits.argmax())
+        if self._data is None:  # one buffer per sequence, refilled at each pick (samplers reorder it)
+            self._data = numpy.empty(self._n_vocab, dtype=_TOKEN_DATA)
+            self._ids = numpy.arange(self._n_vocab, dtype=numpy.int32)
+        data = self._data
+        data["id"] = self._ids
+        data["logit"] = logits
+        data["p"] = 0.0
+        if self._chain is None and self._bias_ids.size:
+            data["logit"][self._bias_ids] += self._bias_values
+        candidates = _candidates(llama, data)
+        if constrained:
+            llama.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+        if self._chain is None:
+            return int(data["id"][int(data["logit"].argmax())])  # the grammar sets what it forbids to -inf
+        llama.llama_sampler_apply(self._chain, ctypes.byref(candidates))
+        chosen = self._numpy.ctypeslib.as_array(
+            ctypes.cast(candidates.data, ctypes.POINTER(ctypes.c_int32)), shape=(candidates.size * 3,))
+        return int(chosen[candidates.selected * 3])  # data may have been re-sorted in place
+
+    def _allows(self, token: int) -> bool:
+        data = self._numpy.array([(token, 0.0, 0.0)], dtype=_TOKEN_DATA)
+        candidates = _candidates(self._llama, data)
+        self._llama.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+        return bool(self._numpy.isfinite(data["logit"][0]))
+
     def close(self) -> None:
         if self._chain is not None:
             self._llama.llama_sampler_free(self._chain)
             self._chain = None
+        if self._grammar is not None:
+            self._llama.llama_sampler_free(self._grammar)
+            self._grammar = None
+
+
+def log_probabilities(context, batch_index: int, n_vocab: int, token: int, top: int):
+    """(log probability of TOKEN, [(token, log probability)] of the TOP likeliest), from the model's raw
+    logits at BATCH_INDEX: the distribution before sampling settings, as OpenAI reports it."""
+    import llama_cpp
+    import numpy
+
+    logits = numpy.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(context, batch_index), shape=(n_vocab,))
+    peak = float(logits.max())
+    normaliser = peak + float(numpy.log(numpy.exp(logits - peak, dtype=numpy.float64).sum()))
+    best = []
+    if top:
+        indices = numpy.argpartition(-logits, top)[:top]
+        indices = indices[numpy.argsort(-logits[indices], kind="stable")]
+        best = [(int(index), float(logits[index]) - normaliser) for index in indices]
+    return float(logits[token]) - normaliser, best
+
+
+_TOKEN_DATA = [("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]  # llama_token_data
+
+
+def _candidates(llama, data):
+    """A llama_token_data_array over the numpy records DATA (which must outlive it)."""
+    return llama.llama_token_data_array(
+        data=data.ctypes.data_as(ctypes.POINTER(llama.llama_token_data)), size=len(data), selected=-1,
+        sorted=False)
 
 
 def _chain(params: SamplingParams, seed_offset: int, bias: dict[int, float], n_vocab: int):

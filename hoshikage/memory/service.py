@@ -55,6 +55,7 @@ class HistoryTurn:
     role: str
     text: str
     position: int | None  # None: not (yet) stored
+    message: dict | None = None  # the chat message, when it is more than role and text (tool calls)
 
 
 class Memory:
@@ -258,7 +259,7 @@ async def assemble(memory: Memory | None, conversation_id: str | None, pinned: l
 
     MEMORY may be None when it is not in use: then a history that does not fit raises ContextTooLong.
     """
-    messages = [{"role": turn.role, "content": turn.text} for turn in history]
+    messages = [turn.message or {"role": turn.role, "content": turn.text} for turn in history]
     planned = await asyncio.to_thread(context.plan, pinned, messages, budget, count, measure)
     if planned.fits:
         full = pinned + messages

@@ -136,8 +136,8 @@ def test_delete_response(openai_tcp):
         {"type": "input_text", "text": "What is this?"},
         {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]}]), 400, "input[0].content[1]"),
     (lambda c: c.responses.create(model="gemma"), 400, "input"),
-    (lambda c: c.responses.create(model="gemma", input="x", tools=[{"type": "function", "name": "f",
-                                                                    "parameters": {}}]), 400, "tools"),
+    (lambda c: c.responses.create(model="gemma", input="x", tools=[{"type": "web_search"}]), 400, "tools[0]"),
+    (lambda c: c.responses.create(model="gemma", input="x", tool_choice="required"), 400, "tool_choice"),
     (lambda c: c.responses.create(model="nope", input="x"), 404, "model"),
 ])
 def test_errors_are_openai_shaped(openai_tcp, call, status, param):
