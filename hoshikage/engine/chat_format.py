@@ -109,13 +109,18 @@ class ChatFormatter:
         def raise_exception(message: str) -> None:
             raise ValueError(message)
 
+        def strftime_now(format: str) -> str:  # Llama 3.2's and Mistral's templates date their prompts
+            import datetime
+
+            return datetime.datetime.now().strftime(format)
+
         environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         compiled = environment.from_string(template)
 
         def render(messages: Sequence[Message], tools: list | None = None) -> FormattedPrompt:
             text = compiled.render(
                 messages=list(messages), bos_token=bos_token, eos_token=eos_token, tools=tools,
-                add_generation_prompt=True, raise_exception=raise_exception,
+                add_generation_prompt=True, raise_exception=raise_exception, strftime_now=strftime_now,
             )
             # Templates usually write BOS themselves; never add a second one.
             add_bos = not (bos_token and text.startswith(bos_token))

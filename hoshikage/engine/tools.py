@@ -16,7 +16,8 @@ parse and validate.
 Free calls (tool_choice "auto") are read from the model's own syntax, by
 family: Hermes/Qwen ``<tool_call>{json}</tool_call>``, Llama 3.x
 ``{"name": ..., "parameters": {...}}`` (optionally after ``<|python_tag|>``),
-Mistral ``[TOOL_CALLS][{...}]`` and ``[TOOL_CALLS]name[ARGS]{...}``. Text
+Mistral ``[TOOL_CALLS][{...}]`` and ``[TOOL_CALLS]name[CALL_ID]id[ARGS]{...}`` (the id
+optional). Text
 that holds no call is content.
 """
 
@@ -187,11 +188,14 @@ def _parse_mistral(text: str) -> tuple[str, list[ToolCall]]:
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, dict):
                     calls.append(_call(item.get("name"), item.get("arguments")))
-    else:  # newer templates: name[ARGS]{...}, repeated
-        for name, arguments in re.findall(r"([A-Za-z0-9_.-]+)\[ARGS\](\{.*?\})(?=\s*(?:\[TOOL_CALLS\]|[A-Za-z0-9_.-]+\[ARGS\]|$))",
-                                          rest.replace("[TOOL_CALLS]", ""), re.DOTALL):
+    else:  # newer templates: name[ARGS]{...} or name[CALL_ID]id[ARGS]{...}, repeated
+        for name, arguments in _MISTRAL_CALL.findall(rest):
             calls.append(_call(name, _json_or_none(arguments)))
     return content.strip(), calls
+
+
+_MISTRAL_CALL = re.compile(r"(?:\[TOOL_CALLS\])?\s*([A-Za-z0-9_.-]+)(?:\[CALL_ID\][A-Za-z0-9]+)?\[ARGS\]"
+                           r"(\{.*?\})(?=\s*(?:\[TOOL_CALLS\]|$))", re.DOTALL)
 
 
 def _call(name: Any, arguments: Any) -> ToolCall:
