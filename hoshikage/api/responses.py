@@ -93,15 +93,22 @@ def response_object(parsed: ResponsesRequest, response_id: str, created_at: int,
         "instructions": parsed.instructions, "model": parsed.model, "output": output,
         "previous_response_id": parsed.previous_response_id,
         "conversation": {"id": explicit_conversation} if explicit_conversation else None,
-        "max_output_tokens": parsed.max_tokens, "max_tool_calls": None, "parallel_tool_calls": True,
+        "max_output_tokens": parsed.max_tokens, "max_tool_calls": None,
+        "parallel_tool_calls": parsed.parallel_tool_calls,
         "reasoning": None, "store": parsed.store, "background": False, "service_tier": "default",
         "temperature": sampling.temperature, "top_p": sampling.top_p,
         "presence_penalty": sampling.presence_penalty, "frequency_penalty": sampling.frequency_penalty,
-        "top_logprobs": 0, "text": {"format": parsed.text_format}, "tool_choice": "auto", "tools": [],
+        "top_logprobs": 0, "text": {"format": parsed.text_format}, "tool_choice": _tool_choice(parsed.tool_choice),
+        "tools": [{"type": "function", "name": tool.name, "description": tool.description or None,
+                   "parameters": tool.parameters, "strict": None} for tool in parsed.tools],
         # OpenAI's schema has no null usage and Open Responses wants the key: zeros until it is known.
         "truncation": parsed.truncation, "usage": usage or _usage(None), "metadata": parsed.metadata,
         "safety_identifier": None, "prompt_cache_key": None,
     }
+
+
+def _tool_choice(choice: str) -> str | dict[str, str]:
+    return {"type": "function", "name": choice.removeprefix("function:")} if choice.startswith("function:") else choice
 
 
 def _usage(final: Chunk | None) -> dict[str, Any]:

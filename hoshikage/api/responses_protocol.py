@@ -1,8 +1,9 @@
 """Wire types of OpenAI's Responses API (and the Open Responses spec): validate bodies into dataclasses.
 
-Input is a string or a list of message items; content is text (input_text,
-output_text, or a plain string). Images, files, tool calls and item references
-are refused with a 400 naming the item, never dropped silently. A
+Input is a string or a list of items: messages, whose content is text
+(input_text, output_text, or a plain string), function calls and their
+outputs. Images, files and item references are refused with a 400 naming the
+item, never dropped silently. A
 ``compaction`` item (what /v1/responses/compact returns) is read back as the
 memory note it carries, so a client can reuse a compacted window as input.
 """
@@ -20,7 +21,7 @@ INPUT_ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text", "text")
 MAX_METADATA_KEYS = 16
 
-# Accepted at their neutral value only (tools and structured output are issue-tracked work).
+# Accepted at their neutral value only.
 NEUTRAL = {"background": (None, False),
            "top_logprobs": (None, 0), "max_tool_calls": (None,), "prompt": (None,),
            "reasoning": (None, {}, {"effort": None}, {"effort": None, "summary": None})}
