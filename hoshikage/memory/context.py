@@ -90,7 +90,7 @@ def plan(pinned: list[Message], history: list[Message], budget: int, count: Call
     # The texts alone are a lower bound of the prompt: only a history that might fit is counted exactly.
     if fixed + sum(sizes) <= budget and count(pinned + history) <= budget:
         return Plan(True, 0)
-    last = _latest_user(history)
+    last = latest_user(history)
     room = int(budget * (1 - MEMORY_SHARE))
     suffix = [0] * (len(history) + 1)
     for index in range(len(history) - 1, -1, -1):
@@ -151,13 +151,13 @@ def _compose(pinned: list[Message], verbatim: list[Message], summary: list[str],
             messages.append({"role": "system", "content": block})
     verbatim = [dict(message) for message in verbatim]
     if recalled:
-        last = _latest_user(verbatim)
+        last = latest_user(verbatim)
         block = memory_note([], recalled)
         verbatim[last]["content"] = f"{block}\n\n{verbatim[last]['content']}"
     return messages + verbatim
 
 
-def _latest_user(history: list[Message]) -> int:
+def latest_user(history: list[Message]) -> int:
     for index in range(len(history) - 1, -1, -1):
         if history[index]["role"] == "user":
             return index

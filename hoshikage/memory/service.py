@@ -21,7 +21,7 @@ from typing import Any
 
 from hoshikage.memory import context
 from hoshikage.memory.embed import Embedder
-from hoshikage.memory.store import NotFound, Store, Turn
+from hoshikage.memory.store import Store
 from hoshikage.memory.summarize import SEGMENT_TURNS, ClusterRule, representatives, segment_bounds
 from hoshikage.memory.text import split_sentences
 
@@ -266,10 +266,8 @@ async def assemble(memory: Memory | None, conversation_id: str | None, pinned: l
         return context.Assembly(full, False, 0, [], [], await asyncio.to_thread(count, full), budget, len(messages))
     if memory is None:
         raise context.ContextTooLong(await asyncio.to_thread(count, pinned + messages), budget)
-    latest = messages[context._latest_user(messages)]["content"]
+    latest = messages[context.latest_user(messages)]["content"]
     summary, recalled = await memory.recollect(conversation_id, history[:planned.start], latest)
     return await asyncio.to_thread(context.render, pinned, messages, planned.start, summary, recalled, budget,
                                    count)
 
-
-__all__ = ["Memory", "MemorySettings", "HistoryTurn", "assemble", "NotFound", "Turn"]

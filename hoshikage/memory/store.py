@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import re
 import sqlite3
@@ -36,8 +35,6 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger("hoshikage.memory")
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
 PLACEHOLDER = [0.0]
@@ -54,7 +51,7 @@ class NotFound(Exception):
 @dataclasses.dataclass(frozen=True)
 class Turn:
     position: int
-    role: str  # system, user, assistant
+    role: str  # system, user, assistant, tool
     text: str
     item: dict[str, Any]  # the item as the API shows it
     response_id: str
