@@ -119,6 +119,8 @@ class Memory:
         self.forget_cached(conversation_id)
 
     async def close(self) -> None:
+        if self._store is not None:  # what this process's indexes wrote into their unused slots goes too
+            await self.call(Store.scrub_indexes)
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
 
     # Recollection ---------------------------------------------------------------

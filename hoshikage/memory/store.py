@@ -30,13 +30,17 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sqlite3
+import struct
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
+HNSW_FORMAT = 1  # header.bin's version: int32, then offsetLevel0, max_elements, cur_element_count, size per element
+_SEGMENT_DIR = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 PLACEHOLDER = [0.0]
 
 
@@ -188,14 +192,42 @@ class Store:
                 self._client.delete_collection(name)
 
     def compact(self) -> None:
-        """VACUUM ChromaDB's SQLite file: deleted rows' pages are rewritten away, not left readable."""
+        """Leave nothing of dropped collections on disk: VACUUM ChromaDB's SQLite file (deleted rows' pages
+        are rewritten away, not left readable), and remove the index directories of segments that no
+        longer exist (ChromaDB leaves them behind, and hnswlib writes its files from uninitialised
+        memory, which can hold any text the process has seen)."""
         database = self.path / "chroma.sqlite3"
-        if database.exists():
-            connection = sqlite3.connect(database, timeout=30)
-            try:
-                connection.execute("VACUUM")
-            finally:
-                connection.close()
+        if not database.exists():
+            return
+        connection = sqlite3.connect(database, timeout=30)
+        try:
+            live = {row[0] for row in connection.execute("SELECT id FROM segments")}
+            connection.execute("VACUUM")
+        finally:
+            connection.close()
+        for entry in self.path.iterdir():
+            if entry.is_dir() and _SEGMENT_DIR.match(entry.name) and entry.name not in live:
+                shutil.rmtree(entry)
+        self.scrub_indexes()
+
+    def scrub_indexes(self) -> None:
+        """Zero the unused slots of every vector index file.
+
+        hnswlib allocates an index for many elements with malloc and writes it whole, so the slots
+        not holding an element carry whatever the process's memory held before: text of other
+        conversations, forgotten ones included. Run after a forget and when the daemon exits (an index
+        still open in this process may write its slots again; the next process loads them zeroed).
+        """
+        for entry in self.path.iterdir():
+            header = entry / "header.bin"
+            if not (entry.is_dir() and _SEGMENT_DIR.match(entry.name) and header.exists()):
+                continue
+            fields = header.read_bytes()
+            if len(fields) < 36 or struct.unpack_from("<i", fields)[0] != HNSW_FORMAT:
+                continue  # a layout this code does not know: left alone rather than damaged
+            _, max_elements, count, element_size = struct.unpack_from("<4Q", fields, 4)
+            _zero_from(entry / "data_level0.bin", count * element_size, max_elements * element_size)
+            _zero_from(entry / "length.bin", count * 4, max_elements * 4)
 
     def expire(self, older_than_days: int) -> list[str]:
         """Forget conversations unused for OLDER_THAN_DAYS days; their ids."""
@@ -321,6 +353,18 @@ class Store:
         """Bytes of text the conversation holds (turns and response objects)."""
         found = self._records(conversation_key(conversation_id)).get(include=["documents"])
         return sum(len(document.encode()) for document in found["documents"] if document)
+
+
+def _zero_from(path: Path, start: int, end: int) -> None:
+    """Overwrite bytes START..END of PATH (no further than its size) with zeros, in place."""
+    if not path.exists():
+        return
+    end = min(end, path.stat().st_size)
+    if start >= end:
+        return
+    with path.open("r+b") as handle:
+        handle.seek(start)
+        handle.write(bytes(end - start))
 
 
 def _turn(document: str, meta: dict[str, Any]) -> Turn:

@@ -101,3 +101,22 @@ def test_a_store_that_cannot_be_opened_says_where_and_why(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(MemoryUnavailable, match="chroma_path"):
         Store(blocker)
+
+
+def test_forget_also_clears_what_other_conversations_index_files_picked_up(tmp_path):
+    """hnswlib writes unused index slots from uninitialised memory: a conversation created after a
+    secret passed through the process can carry the secret's bytes in its files."""
+    path = tmp_path / "chroma"
+    store = Store(path)
+    before = _remember(store, "an unrelated note")
+    secret = _remember(store, f"my secret is {SECRET}")
+    after = [_remember(store, f"a later note {number}") for number in range(3)]
+    store.forget(secret)
+    assert _files_containing(path, SECRET.encode()) == []
+    # The scrubbed store still works, in this process and the next.
+    store.append(after[0], [("user", "still here", {"n": 1})])
+    for current in (store, Store(path)):
+        assert [turn.text for turn in current.turns(after[0])][-1] == "still here"
+        assert {info.id for info in current.conversations()} == {before, *after}
+        rows, vectors = current.sentences(after[1], "test-model", [0])
+        assert rows == [(0, 0, "a later note 1")] and vectors.shape == (1, 16)
