@@ -8,11 +8,13 @@ endpoint keeps working. An unknown id is 404.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from aiohttp import web
 
 from hoshikage.api import keys
 from hoshikage.api.errors import APIError
+from hoshikage.memory.context import Assembly
 
 
 @contextlib.contextmanager
@@ -33,3 +35,11 @@ async def call(request: web.Request, function, *args, kind: str = "conversation"
     """FUNCTION(store, *ARGS) on the memory thread, failures as APIError."""
     with memory_errors(kind, param):
         return await request.app[keys.MEMORY].call(function, *args)
+
+
+def memory_log_fields(assembly: Assembly, conversation_id: str | None) -> dict[str, Any]:
+    """journald fields: how a request's context was put together."""
+    return {"CONVERSATION_ID": conversation_id or "", "MEMORY_COMPRESSED": int(assembly.compressed),
+            "MEMORY_VERBATIM_TURNS": assembly.verbatim_turns,
+            "MEMORY_SUMMARY_SENTENCES": len(assembly.summary), "MEMORY_RECALLED_PASSAGES": len(assembly.recalled),
+            "MEMORY_PROMPT_TOKENS": assembly.prompt_tokens}

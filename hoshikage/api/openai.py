@@ -101,8 +101,7 @@ def _chat_prompt(request: web.Request, parsed) -> Callable:
         return plain
 
     async def summarized(model):
-        from hoshikage.api.memory_access import memory_errors
-        from hoshikage.api.responses import memory_log_fields
+        from hoshikage.api.memory_access import memory_errors, memory_log_fields
         from hoshikage.memory import context
         from hoshikage.memory.service import HistoryTurn, assemble
 
@@ -164,7 +163,7 @@ async def _serve(request: web.Request, surface: _Surface) -> web.StreamResponse:
     request["tokens"] = sum(chunk.completion_tokens for chunk in ended)
     choices = [surface.choice(index, "".join(parts[index]), finals[index].finish_reason,
                               logprobs[index] if asked else None) for index in range(parsed.n)]
-    if getattr(parsed, "calls_tools", False):
+    if parsed.calls_tools:
         for choice in choices:
             content, calls, reason = tool_answer(request, parsed, choice["message"]["content"],
                                                   choice["finish_reason"])
@@ -194,7 +193,7 @@ async def _stream(request: web.Request, surface: _Surface, parsed: GenerationReq
     finals: dict[int, Chunk] = {}
 
     asked = parsed.sampling.logprobs is not None
-    if getattr(parsed, "calls_tools", False):
+    if parsed.calls_tools:
         return await _stream_tools(request, response, envelope, parsed, first, chunks)
 
     async def send(chunk: Chunk) -> None:

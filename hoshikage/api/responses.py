@@ -28,7 +28,7 @@ from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.generation import parse_body, run_generation, scheduler_for
 from hoshikage.api.tool_answers import tool_answer
 from hoshikage.api.items import function_call_item, list_page, message_item, stored_item
-from hoshikage.api.memory_access import call, memory_errors
+from hoshikage.api.memory_access import call, memory_errors, memory_log_fields
 from hoshikage.api.responses_protocol import ResponsesRequest, item_message, parse_input, parse_responses_request
 from hoshikage.api.sse import open_event_stream
 from hoshikage.engine.llama import Chunk
@@ -205,14 +205,6 @@ def _item_text(item: dict[str, Any]) -> str:
     if item["type"] == "function_call":
         return f"{item['name']}({item['arguments']})"
     return item["content"][0]["text"]
-
-
-def memory_log_fields(assembly: context.Assembly, conversation_id: str | None) -> dict[str, Any]:
-    """journald fields: how a request's context was put together."""
-    return {"CONVERSATION_ID": conversation_id or "", "MEMORY_COMPRESSED": int(assembly.compressed),
-            "MEMORY_VERBATIM_TURNS": assembly.verbatim_turns,
-            "MEMORY_SUMMARY_SENTENCES": len(assembly.summary), "MEMORY_RECALLED_PASSAGES": len(assembly.recalled),
-            "MEMORY_PROMPT_TOKENS": assembly.prompt_tokens}
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
