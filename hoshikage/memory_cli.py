@@ -51,14 +51,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _conversation_id(store, some_id: str) -> str:
-    from hoshikage.memory.store import NotFound, response_key
-
-    if some_id.startswith("resp_"):
-        key = response_key(some_id)
-        if key is None:
-            raise NotFound(some_id)
-        return store.response(some_id)["conversation_id"]
-    return some_id
+    return store.response(some_id)["conversation_id"] if some_id.startswith("resp_") else some_id
 
 
 def _when(timestamp: int) -> str:

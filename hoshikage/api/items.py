@@ -13,11 +13,15 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 20
 
 
-def message_item(item_id: str, role: str, text: str, status: str = "completed") -> dict[str, Any]:
-    part: dict[str, Any] = {"type": "output_text" if role == "assistant" else "input_text", "text": text}
+def text_part(role: str, text: str) -> dict[str, Any]:
+    """A message's text as a content part: output_text (with its annotations) for the assistant."""
     if role == "assistant":
-        part.update(annotations=[], logprobs=[])
-    return {"id": item_id, "type": "message", "status": status, "role": role, "content": [part]}
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    return {"type": "input_text", "text": text}
+
+
+def message_item(item_id: str, role: str, text: str, status: str = "completed") -> dict[str, Any]:
+    return {"id": item_id, "type": "message", "status": status, "role": role, "content": [text_part(role, text)]}
 
 
 def stored_item(item: dict[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from hoshikage.api import keys
-from hoshikage.api.errors import APIError
-from hoshikage.memory.context import Assembly
+from hoshikage.api.errors import APIError, invalid
+from hoshikage.memory.context import Assembly, ContextTooLong
 
 
 @contextlib.contextmanager
@@ -35,6 +35,13 @@ async def call(request: web.Request, function, *args, kind: str = "conversation"
     """FUNCTION(store, *ARGS) on the memory thread, failures as APIError."""
     with memory_errors(kind, param):
         return await request.app[keys.MEMORY].call(function, *args)
+
+
+def context_too_long(error: ContextTooLong, param: str) -> APIError:
+    """400 context_length_exceeded for a history whose newest message alone leaves no room."""
+    return invalid(f"The newest message needs {error.prompt_tokens} tokens; this model's context has room for "
+                   f"{error.budget} besides the answer. Shorten it, or ask for fewer output tokens.", param=param,
+                   code="context_length_exceeded")
 
 
 def memory_log_fields(assembly: Assembly, conversation_id: str | None) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def _chat_prompt(request: web.Request, parsed) -> Callable:
         return plain
 
     async def summarized(model):
-        from hoshikage.api.memory_access import memory_errors, memory_log_fields
+        from hoshikage.api.memory_access import context_too_long, memory_errors, memory_log_fields
         from hoshikage.memory import context
         from hoshikage.memory.service import HistoryTurn, assemble
 
@@ -113,9 +113,7 @@ def _chat_prompt(request: web.Request, parsed) -> Callable:
                 assembly = await assemble(request.app[keys.MEMORY], None, pinned, history, budget,
                                           model.count_chat_tokens, model.count_text_tokens)
             except context.ContextTooLong as error:
-                raise APIError(400, f"The newest message needs {error.prompt_tokens} tokens; this model's context "
-                                    f"has room for {error.budget} besides the answer", param="messages",
-                               code="context_length_exceeded") from None
+                raise context_too_long(error, "messages") from None
         request["log_fields"] = memory_log_fields(assembly, None)
         request["tool_family"] = model.tool_family
         return await asyncio.to_thread(model.chat_prompt, assembly.messages, parsed.stop, parsed.tools)

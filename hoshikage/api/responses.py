@@ -28,7 +28,7 @@ from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.generation import parse_body, run_generation, scheduler_for
 from hoshikage.api.tool_answers import tool_answer
 from hoshikage.api.items import function_call_item, list_page, message_item, stored_item
-from hoshikage.api.memory_access import call, memory_errors, memory_log_fields
+from hoshikage.api.memory_access import call, context_too_long, memory_errors, memory_log_fields
 from hoshikage.api.responses_protocol import ResponsesRequest, item_message, parse_input, parse_responses_request
 from hoshikage.api.sse import open_event_stream
 from hoshikage.engine.llama import Chunk
@@ -134,6 +134,7 @@ class _Turn:
         self.assembly: context.Assembly | None = None
         self.history: list[HistoryTurn] = []
         self.output_item_id = "msg_" + uuid.uuid4().hex
+        self.leading = 0  # leading system turns, pinned (set by build_prompt)
 
     async def load_history(self) -> None:
         parsed = self.parsed
@@ -165,9 +166,7 @@ class _Turn:
                 self.assembly = await assemble(self.memory, stored, pinned, self.history[leading:], budget,
                                                model.count_chat_tokens, model.count_text_tokens)
             except context.ContextTooLong as error:
-                raise invalid(f"The newest input needs {error.prompt_tokens} tokens; this model's context has "
-                              f"room for {error.budget} besides the answer. Shorten the input or lower "
-                              "'max_output_tokens'.", param="input", code="context_length_exceeded") from None
+                raise context_too_long(error, "input") from None
         self.leading = leading
         kept = self.parsed.store or not self.new_conversation  # else the id names nothing on disk
         self.request["log_fields"] = memory_log_fields(self.assembly, self.conversation_id if kept else None)
@@ -358,9 +357,7 @@ async def compact(request: web.Request) -> web.Response:
                 assembly = await assemble(request.app[keys.MEMORY], conversation_id, pinned, history, budget,
                                           loaded.count_chat_tokens, loaded.count_text_tokens)
             except context.ContextTooLong as error:
-                raise invalid(f"The newest input alone needs {error.prompt_tokens} tokens, more than the "
-                              f"{error.budget} this model has room for", param="input",
-                              code="context_length_exceeded") from None
+                raise context_too_long(error, "input") from None
     finally:
         scheduler.release_lease()
     request["log_fields"] = memory_log_fields(assembly, conversation_id)

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 from hoshikage.api.errors import APIError, invalid
+from hoshikage.api.items import text_part
 from hoshikage.api.protocol import GenerationRequest, parse_response_format, parse_tools, scalar
 from hoshikage.engine.sampling import SamplingParams
 
@@ -211,12 +212,8 @@ def _parse_item(item: Any, where: str) -> InputMessage:
 
 
 def _message(role: str, text: str) -> InputMessage:
-    part = "output_text" if role == "assistant" else "input_text"
-    content: dict[str, Any] = {"type": part, "text": text}
-    if part == "output_text":
-        content.update(annotations=[], logprobs=[])
     return InputMessage("system" if role == "developer" else role, text,
-                        {"type": "message", "role": role, "content": [content]})
+                        {"type": "message", "role": role, "content": [text_part(role, text)]})
 
 
 def _optional_string(body: dict[str, Any], name: str) -> str | None:

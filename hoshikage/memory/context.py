@@ -44,6 +44,7 @@ class ContextTooLong(Exception):
 class Plan:
     fits: bool
     start: int  # index in the history where verbatim turns begin
+    prompt_tokens: int = dataclasses.field(default=0, compare=False)  # when it fits: the whole prompt's
 
 
 @dataclasses.dataclass
@@ -88,8 +89,10 @@ def plan(pinned: list[Message], history: list[Message], budget: int, count: Call
     sizes = [measure(message["content"]) for message in history]
     fixed = sum(measure(message["content"]) for message in pinned)
     # The texts alone are a lower bound of the prompt: only a history that might fit is counted exactly.
-    if fixed + sum(sizes) <= budget and count(pinned + history) <= budget:
-        return Plan(True, 0)
+    if fixed + sum(sizes) <= budget:
+        tokens = count(pinned + history)
+        if tokens <= budget:
+            return Plan(True, 0, tokens)
     last = latest_user(history)
     room = int(budget * (1 - MEMORY_SHARE))
     suffix = [0] * (len(history) + 1)

@@ -265,7 +265,7 @@ async def assemble(memory: Memory | None, conversation_id: str | None, pinned: l
     planned = await asyncio.to_thread(context.plan, pinned, messages, budget, count, measure)
     if planned.fits:
         full = pinned + messages
-        return context.Assembly(full, False, 0, [], [], await asyncio.to_thread(count, full), budget, len(messages))
+        return context.Assembly(full, False, 0, [], [], planned.prompt_tokens, budget, len(messages))
     if memory is None:
         raise context.ContextTooLong(await asyncio.to_thread(count, pinned + messages), budget)
     latest = messages[context.latest_user(messages)]["content"]

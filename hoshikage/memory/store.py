@@ -156,8 +156,7 @@ class Store:
 
     def conversations(self) -> list[ConversationInfo]:
         infos = []
-        for collection in self._client.list_collections():
-            name = collection.name if hasattr(collection, "name") else str(collection)
+        for name in self._collection_names():
             if name.startswith("c") and _KEY.match(name[1:]):
                 try:
                     infos.append(self.conversation("conv_" + name[1:]))
@@ -175,19 +174,21 @@ class Store:
         self.compact()
 
     def forget_all(self) -> int:
-        keys = [info.id.removeprefix("conv_") for info in self.conversations()]
-        for collection in self._client.list_collections():
-            name = collection.name if hasattr(collection, "name") else str(collection)
-            if name.startswith("c") and _KEY.match(name[1:33]) and name[1:33] not in keys:
-                keys.append(name[1:33])  # a half-written conversation: nothing may remain
-        for key in keys:
-            self._drop(key)
+        """Drop every conversation's collections, half-written ones included; how many conversations."""
+        keys = set()
+        for name in self._collection_names():
+            if name.startswith("c") and _KEY.match(name[1:33]):
+                keys.add(name[1:33])
+                self._client.delete_collection(name)
         self.compact()
         return len(keys)
 
+    def _collection_names(self) -> list[str]:
+        return [collection.name if hasattr(collection, "name") else str(collection)
+                for collection in self._client.list_collections()]
+
     def _drop(self, key: str) -> None:
-        for collection in self._client.list_collections():
-            name = collection.name if hasattr(collection, "name") else str(collection)
+        for name in self._collection_names():
             if name == f"c{key}" or name.startswith(f"c{key}-"):
                 self._client.delete_collection(name)
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from hoshikage.engine.batch import shared_prefix  # noqa: E402
 from hoshikage.memory import context  # noqa: E402
 from hoshikage.memory.service import HistoryTurn, Memory, MemorySettings, assemble  # noqa: E402
 from hoshikage.memory.summarize import ClusterRule  # noqa: E402
@@ -82,15 +83,6 @@ def truncated(messages: list[dict[str, str]], budget: int, count) -> list[dict[s
     return messages[low:]
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    length = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        length += 1
-    return length
-
-
 async def run(pairs: int, turns: int, embedding_model: str) -> dict:
     model = load_model()
     count = model.count_chat_tokens
@@ -135,8 +127,8 @@ async def run(pairs: int, turns: int, embedding_model: str) -> dict:
         tokens_memory = model.chat_prompt(assembly.messages, ()).tokens
         tokens_truncation = model.chat_prompt(window, ()).tokens
         if previous_memory is not None:
-            memory_shares.append(common_prefix(previous_memory, tokens_memory) / len(tokens_memory))
-            truncation_shares.append(common_prefix(previous_truncation, tokens_truncation) / len(tokens_truncation))
+            memory_shares.append(shared_prefix(previous_memory, tokens_memory) / len(tokens_memory))
+            truncation_shares.append(shared_prefix(previous_truncation, tokens_truncation) / len(tokens_truncation))
         previous_memory, previous_truncation = tokens_memory, tokens_truncation
         store.append(info.id, [(m["role"], m["content"], {}) for m in extra[2 * number:2 * number + 2]])
     overhead = {"median_ms": statistics.median(overheads) * 1000,
