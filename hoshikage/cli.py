@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--import", dest="import_file", action="store_true",
                      help="copy the file into the state directory (needed for files under /home or /tmp)")
     add.add_argument("--replace", action="store_true", help="overwrite an existing alias")
+    add.add_argument("--embedding", action=argparse.BooleanOptionalAction, default=None,
+                     help="an embedding model, for /v1/embeddings and /api/embed (default: when the GGUF "
+                          "declares a sentence pooling)")
 
     remove = commands.add_parser("remove", aliases=["rm"], help="forget a model")
     remove.add_argument("alias")
@@ -113,7 +116,7 @@ def _add(settings: Settings, args) -> int:
                             "--import to copy it into the state directory, or move it where the service "
                             "can read it (e.g. /srv/models)")
     options = dict(context_length=args.ctx, gpu_layers=args.gpu_layers, chat_format=args.chat_format,
-                   import_file=args.import_file, replace=args.replace)
+                   import_file=args.import_file, replace=args.replace, embedding=args.embedding)
     registry = Registry(settings.registry_file)
     if args.import_file:
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -126,8 +129,9 @@ def _add(settings: Settings, args) -> int:
     else:
         entry = register_model(settings, registry, args.path, args.alias, **options)
     gguf = entry.gguf
+    kind = f" embedding model ({gguf['pooling']} pooling)" if entry.embedding else ""
     console.print(f"[green]added[/green] {entry.alias}: {gguf['architecture']} "
-                  f"{_params(gguf['parameters'])} {gguf['quantization']}, {entry.path}", soft_wrap=True)
+                  f"{_params(gguf['parameters'])} {gguf['quantization']}{kind}, {entry.path}", soft_wrap=True)
     if unreadable:
         console.print(f"[yellow]warning:[/yellow] a systemd service could not read {entry.path} ({unreadable}); "
                       "use --import to copy it into the state directory", soft_wrap=True)
@@ -171,6 +175,7 @@ def _show(settings: Settings, args) -> int:
         "alias": entry.alias, "path": entry.path, "imported": str(entry.imported),
         "context length": str(entry.context_length or f"{settings.context_length} (default)"),
         "gpu layers": str(entry.gpu_layers if entry.gpu_layers is not None else f"{settings.gpu_layers} (default)"),
+        "kind": "embedding" if entry.embedding else "chat",
         "chat format": entry.chat_format or "from GGUF template or architecture",
         **{f"gguf {key.replace('_', ' ')}": str(value) for key, value in entry.gguf.items()},
     }

@@ -198,6 +198,9 @@ OPTIONS: tuple[Option, ...] = (
            "messages per cluster when summarising", ("CLUSTER_DIVISOR",)),
     Option("min_clusters", _positive_int, lambda: 1, "fewest summary clusters", ("MIN_CLUSTERS",)),
     Option("max_clusters", _positive_int, lambda: 20, "most summary clusters", ("MAX_CLUSTERS",)),
+    Option("sentence_model_alias", _optional_text, lambda: None,
+           "the name under which the memory's embedding model also serves /v1/embeddings and /api/embed "
+           "(default: the last part of sentence_bert_model, e.g. ruri-small-v2)"),
     Option("embedding_query_prefix", _optional_prefix, lambda: None,
            "text put before a memory query for the embedding model (default: \"クエリ: \" for ruri models, "
            "else none)"),
@@ -252,6 +255,13 @@ OPTIONS: tuple[Option, ...] = (
            "open connections at most; beyond, the longest idle one is closed, or 503 when all are busy"),
     Option("embedded_model", _bool, lambda: True,
            "register the packaged gemma3-270m model on start when it is installed"),
+    Option("metrics", _bool, lambda: True,
+           "write Prometheus figures to metrics_textfile for node_exporter's textfile collector"),
+    Option("metrics_textfile", _optional_path, lambda: None,
+           "where the figures go (default: STATE_DIR/metrics/hoshikage.prom; the systemd unit sets "
+           "/var/lib/hoshikage-metrics/hoshikage.prom, which node_exporter's user can read)"),
+    Option("metrics_interval_seconds", _positive_number, lambda: 15.0,
+           "how often the figures are written while the daemon runs (and once at exit)"),
     Option("log_level", _log_level, lambda: "INFO", "debug, info, warning or error"),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -268,6 +278,7 @@ class Settings:
     ramdisk_size: float
     chroma_path: Path | None
     sentence_bert_model: str
+    sentence_model_alias: str | None
     cluster_divisor: int
     min_clusters: int
     max_clusters: int
@@ -294,11 +305,32 @@ class Settings:
     connection_idle_seconds: float
     max_connections: int
     embedded_model: bool
+    metrics: bool
+    metrics_textfile: Path | None
+    metrics_interval_seconds: float
     log_level: str
 
     @property
     def registry_file(self) -> Path:
         return self.model_map_file or self.state_dir / "models.json"
+
+    @property
+    def sentence_model_name(self) -> str:
+        """The memory's embedding model as the APIs list it: the setting, else its name's last part."""
+        if self.sentence_model_alias:
+            return self.sentence_model_alias
+        parts = [part for part in Path(self.sentence_bert_model.rstrip("/")).parts if part != "/"]
+        # A package's model directory is often just "model": its parent names it.
+        if len(parts) > 1 and parts[-1].lower() in ("model", "models"):
+            return parts[-2]
+        return parts[-1] if parts else self.sentence_bert_model
+
+    @property
+    def metrics_path(self) -> Path | None:
+        """The textfile the figures go to; None when metrics are off."""
+        if not self.metrics:
+            return None
+        return self.metrics_textfile or self.state_dir / "metrics" / "hoshikage.prom"
 
     @property
     def memory_dir(self) -> Path:

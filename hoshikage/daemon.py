@@ -18,6 +18,7 @@ from hoshikage import __version__, lifecycle, systemd
 from hoshikage.api import create_app, keys
 from hoshikage.api.framing import shape_parser_errors
 from hoshikage.config import Settings, parse_listen_address
+from hoshikage.metrics import seconds_since_process_start
 from hoshikage.model_files import ensure_embedded_model
 from hoshikage.registry import Registry
 
@@ -64,6 +65,7 @@ async def _serve(settings: Settings) -> int:
              settings.threads, settings.idle_timeout_seconds,
              ", exits when idle" if settings.exit_when_idle else "")
     systemd.notify("READY=1", "STATUS=ready, no model loaded yet")
+    app[keys.METRICS].ready_seconds = seconds_since_process_start()
 
     reason = await _run_until_exit(runner, sites, app, settings)
 

@@ -36,6 +36,10 @@ FILE_TYPES = {
 }
 
 
+# llama.cpp's `llama_pooling_type`, as written to ARCH.pooling_type.
+POOLING_TYPES = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+
+
 class GGUFError(Exception):
     """The file is not a GGUF model we can read; str() says why in one line."""
 
@@ -67,6 +71,12 @@ class GGUFInfo:
         if file_type is None:
             return "unknown"
         return FILE_TYPES.get(int(file_type), f"type {file_type}")
+
+    @property
+    def pooling(self) -> str | None:
+        """How the model pools token vectors into a sentence vector, when it declares it (embedding models)."""
+        value = self.metadata.get(f"{self.architecture}.pooling_type")
+        return POOLING_TYPES.get(int(value), f"type {value}") if value is not None else None
 
     @property
     def chat_template(self) -> str | None:
@@ -103,6 +113,7 @@ class GGUFInfo:
             "quantization": self.quantization,
             "context_length": self.context_length,
             "has_chat_template": self.chat_template is not None,
+            "pooling": self.pooling,
             "kv_bytes_per_token": self.kv_bytes_per_token,
             "layers": self.layers,
             "size_bytes": self.file_size,

@@ -25,6 +25,9 @@ from hoshikage.engine.chat_format import KNOWN_FORMATS
 from hoshikage.gguf_meta import read_gguf_info
 from hoshikage.registry import ModelEntry, Registry, RegistryError, validate_alias
 
+# Poolings that make one vector of a whole input (an embedding model); "rank" is a reranker's.
+SENTENCE_POOLINGS = ("mean", "cls", "last")
+
 EMBEDDED_ALIAS = "gemma3-270m"
 HIDDEN_FROM_SERVICE = (Path("/home"), Path("/root"), Path("/run/user"), Path("/tmp"), Path("/var/tmp"))
 
@@ -46,9 +49,13 @@ def register_model(
     chat_format: str | None = None,
     import_file: bool = False,
     replace: bool = False,
+    embedding: bool | None = None,
     progress: Progress | None = None,
 ) -> ModelEntry:
-    """Validate SOURCE as GGUF and record it; the registry is untouched on any error."""
+    """Validate SOURCE as GGUF and record it; the registry is untouched on any error.
+
+    EMBEDDING None: an embedding model when the GGUF declares a sentence pooling (mean, cls, last).
+    """
     validate_alias(alias)
     if chat_format is not None and chat_format not in KNOWN_FORMATS:
         raise RegistryError(f"unknown chat format {chat_format!r} (known: {', '.join(KNOWN_FORMATS)})")
@@ -58,6 +65,11 @@ def register_model(
     info = read_gguf_info(source)  # raises GGUFError with the reason
     if registry.get(alias) is not None and not replace:
         raise RegistryError(f"alias {alias!r} is already registered; remove it first or pass --replace")
+    if embedding is None:
+        embedding = info.pooling in SENTENCE_POOLINGS
+    elif embedding and info.pooling not in SENTENCE_POOLINGS:
+        raise RegistryError(f"{source} declares no sentence pooling ({info.architecture}, pooling "
+                            f"{info.pooling or 'not set'}): it is not an embedding model; add it without --embedding")
     path = copy_into_store(source, settings.models_dir / f"{alias}.gguf", progress) if import_file else source
     entry = ModelEntry(
         alias=alias,
@@ -66,6 +78,7 @@ def register_model(
         gpu_layers=gpu_layers,
         chat_format=chat_format,
         imported=import_file,
+        embedding=embedding,
         added_at=time.time(),
         gguf=info.summary(),
     )

@@ -39,6 +39,7 @@ class ModelEntry:
     gpu_layers: int | str | None = None  # None: the daemon's gpu_layers; "auto", -1 (all) or a count
     chat_format: str | None = None  # None: the GGUF's template, else a guess by architecture
     imported: bool = False  # True when the file lives in the state directory
+    embedding: bool = False  # an embedding model: /v1/embeddings and /api/embed, never chat
     added_at: float = 0.0
     gguf: dict[str, Any] = dataclasses.field(default_factory=dict)
 

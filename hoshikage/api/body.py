@@ -79,6 +79,17 @@ async def read_json(request: web.Request) -> Any:
     return body
 
 
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object with a non-empty string 'model' (every endpoint that names a model)."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid("'model' is required and must be a non-empty string", param="model")
+    return body
+
+
 def _decompressed(raw: bytes, encoding: str, limit: int) -> bytes:
     if encoding not in _DECODERS:
         raise APIError(415, f"Content-Encoding {encoding!r} is not supported; send the body uncompressed, "

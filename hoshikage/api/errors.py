@@ -1,7 +1,7 @@
 """The one place that shapes errors the way OpenAI's API does.
 
 Every failure a client can see is ``{"error": {"message", "type", "param",
-"code"}}`` with a matching HTTP status, whether it was raised by our
+"code"}}`` (under /api/, Ollama's ``{"error": "message"}``) with a matching HTTP status, whether it was raised by our
 validation, by aiohttp (404 route, 405 method, 413 body) or by a bug (500, the
 only status that means "our fault").
 """
@@ -46,8 +46,10 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.error_type,
                           "param": self.param, "code": self.code}}
 
-    def response(self) -> web.Response:
-        response = web.json_response(self.body(), status=self.status, headers=self.headers)
+    def response(self, ollama: bool = False) -> web.Response:
+        """OpenAI's error object; Ollama's ``{"error": "message"}`` for its API (OLLAMA)."""
+        body = {"error": self.message} if ollama else self.body()
+        response = web.json_response(body, status=self.status, headers=self.headers)
         if self.close_connection:
             response.force_close()
         return response
@@ -73,18 +75,19 @@ def _from_http_exception(error: web.HTTPException) -> APIError:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler):
+    ollama = request.path.startswith("/api/")  # Ollama's API: its own error shape
     try:
         return await handler(request)
     except APIError as error:
-        return error.response()
+        return error.response(ollama)
     except web.HTTPException as error:
         if error.status < 400:
             raise
         api_error = _from_http_exception(error)
         if error.status == 404:
             api_error.message = f"Unknown request URL: {request.method} {request.path}"
-        return api_error.response()
+        return api_error.response(ollama)
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return APIError(500, "The server had an internal error; see the daemon's log",
-                        error_type="server_error").response()
+                        error_type="server_error").response(ollama)

@@ -41,11 +41,22 @@ def parse_body(body: Any, parse: Callable[[Any], GenerationRequest]) -> Generati
     return parsed
 
 
-async def scheduler_for(request: web.Request, model: str):
-    """MODEL's scheduler, loaded if need be, leased (release_lease() when done); failures as APIError."""
+async def scheduler_for(request: web.Request, model: str, *, embedding: bool = False):
+    """MODEL's scheduler (an EmbeddingRunner when EMBEDDING), loaded if need be, leased (release_lease() when
+    done); failures as APIError, a model of the other kind among them."""
     pool = request.app[keys.POOL]
+    entry = request.app[keys.REGISTRY].get(model)
+    if not embedding and ((entry is not None and entry.embedding)
+                          or (entry is None and model == request.app[keys.SETTINGS].sentence_model_name)):
+        raise invalid(f"'{model}' is an embedding model: it gives vectors (/v1/embeddings), not text; use a chat "
+                      "model", param="model", code="model_not_chat")
+    if embedding and entry is not None and not entry.embedding:
+        raise invalid(f"'{model}' is a chat model and gives no embeddings; use an embedding model (register one "
+                      "with `hoshikage add FILE ALIAS --embedding`)", param="model", code="model_not_embedding")
+    started = time.monotonic()
     try:
         scheduler = await pool.scheduler_for(model)
+        request["load_seconds"] = time.monotonic() - started  # ~0 when it was loaded already
     except UnknownModel:
         raise APIError(404, f"The model '{model}' does not exist", param="model",
                        code="model_not_found") from None
@@ -83,7 +94,16 @@ async def run_generation(
             raise APIError(503, f"The request waited {timeout:g} s for the model '{parsed.model}' without its "
                                 "turn coming; retry later", code="queue_timeout", error_type="server_error",
                            headers={"Retry-After": str(RETRY_AFTER_QUEUE_TIMEOUT)}) from None
+        metrics, first = request.app[keys.METRICS], True
         async for chunk in stream:
+            if first:
+                first = False
+                metrics.observe("hoshikage_time_to_first_token_seconds", (parsed.model,),
+                                time.monotonic() - request.get("started", time.monotonic()))
+            if chunk.finish_reason is not None:
+                if chunk.index == 0:  # the choices share one prompt
+                    metrics.count("hoshikage_prompt_tokens", (parsed.model,), chunk.prompt_tokens)
+                metrics.count("hoshikage_generated_tokens", (parsed.model,), chunk.completion_tokens)
             yield chunk
     except GenerationFailed as error:
         raise APIError(500, f"Generation failed: {error}", error_type="server_error") from None

@@ -9,6 +9,7 @@ from hoshikage.api.connections import ConnectionGuard
 from hoshikage.config import Settings
 from hoshikage.engine.models import ModelPool
 from hoshikage.memory.service import Memory
+from hoshikage.metrics import Metrics
 from hoshikage.registry import Registry
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -17,3 +18,4 @@ POOL = web.AppKey("pool", ModelPool)
 ACTIVITY = web.AppKey("activity", Activity)
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)
 MEMORY = web.AppKey("memory", Memory)
+METRICS = web.AppKey("metrics", Metrics)

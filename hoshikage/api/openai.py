@@ -261,9 +261,14 @@ def _model_object(alias: str, entry) -> dict[str, Any]:
 
 
 async def list_models(request: web.Request) -> web.Response:
+    from hoshikage.api.embeddings import sentence_model_available
+
     entries = request.app[keys.REGISTRY].entries()
-    return web.json_response({"object": "list",
-                              "data": [_model_object(alias, entries[alias]) for alias in sorted(entries)]})
+    data = [_model_object(alias, entries[alias]) for alias in sorted(entries)]
+    name = request.app[keys.SETTINGS].sentence_model_name
+    if name not in entries and sentence_model_available(request):  # memory's embedding model serves too
+        data.append({"id": name, "object": "model", "created": 0, "owned_by": "hoshikage"})
+    return web.json_response({"object": "list", "data": data})
 
 
 async def get_model(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from hoshikage import __version__
+from hoshikage.api import embeddings
 from hoshikage.api.protocol import request_schema
 
 _NULL = {"type": "null"}
@@ -90,6 +91,12 @@ def document() -> dict[str, Any]:
         "paths": {
             "/v1/chat/completions": _generating("chat", "ChatCompletion", "Chat completion (OpenAI)"),
             "/v1/completions": _generating("completion", "Completion", "Text completion (OpenAI)"),
+            "/v1/embeddings": {"post": {
+                "summary": "Embeddings (OpenAI): registered GGUF embedding models and memory's sentence model",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/EmbeddingRequest"}}}},
+                "responses": {"200": _json({"$ref": "#/components/schemas/EmbeddingList"}, "one vector per input"),
+                              **_errors(400, 401, 404, 413, 415, 503)}}},
             "/v1/models": {"get": {"summary": "Registered models",
                                    "responses": {"200": _json({"$ref": "#/components/schemas/ModelList"}, "models"),
                                                  **_errors(401)}}},
@@ -109,7 +116,8 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": {"ChatRequest": request_schema("chat"), "CompletionRequest": request_schema("completion"),
                         "ChatCompletion": CHAT_COMPLETION, "Completion": COMPLETION, "Model": MODEL,
-                        "ModelList": MODEL_LIST, "Status": STATUS, "Error": ERROR},
+                        "ModelList": MODEL_LIST, "Status": STATUS, "Error": ERROR,
+                        "EmbeddingRequest": embeddings.REQUEST_SCHEMA, "EmbeddingList": embeddings.RESPONSE_SCHEMA},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "required on TCP when api_key is set; never on the "
                                                           "unix socket"}},

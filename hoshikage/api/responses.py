@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from hoshikage.api import keys
-from hoshikage.api.body import read_json
+from hoshikage.api.body import read_json, read_json_object
 from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.generation import parse_body, run_generation, scheduler_for
 from hoshikage.api.tool_answers import tool_answer
@@ -327,12 +327,8 @@ async def input_items(request: web.Request) -> web.Response:
 
 async def compact(request: web.Request) -> web.Response:
     """The window memory would give the model for this history: a compaction note, then the verbatim items."""
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise invalid("'model' is required and must be a non-empty string", param="model")
+    body = await read_json_object(request)
+    model = body["model"]
     previous = body.get("previous_response_id")
     if previous is not None and not isinstance(previous, str):
         raise invalid("'previous_response_id' must be a string", param="previous_response_id")

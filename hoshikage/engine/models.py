@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 from hoshikage.engine import offload, ramdisk
 from hoshikage.engine.budget import default_budget_bytes, model_shape
 from hoshikage.engine.cpu_share import CpuShare
+from hoshikage.engine.embedding import EmbeddingModel, EmbeddingRunner
 from hoshikage.engine.llama import LoadedModel, LoadOptions, ModelLoadError
 from hoshikage.engine.native import Device, offload_devices
 from hoshikage.engine.scheduler import ModelScheduler
@@ -46,9 +48,10 @@ DEVICE_RESERVE_BYTES = 2**30
 
 @dataclasses.dataclass
 class _Slot:
-    scheduler: ModelScheduler
+    scheduler: ModelScheduler | EmbeddingRunner
     last_used: float
     plan: offload.OffloadPlan
+    keep_alive: float | None = None  # seconds unused before release; None: the daemon's idle timeout
 
 
 class ModelPool:
@@ -61,7 +64,8 @@ class ModelPool:
 
     def __init__(self, registry: Registry, options: LoadOptions, ramdisk_path: Path | None = None,
                  max_waiting: int = 32, budget_bytes: int = 0,
-                 devices: Callable[[], list[Device]] = list, device_budget_bytes: int = 0):
+                 devices: Callable[[], list[Device]] = list, device_budget_bytes: int = 0,
+                 on_load: Callable[[str, float], None] | None = None):
         self.registry = registry
         self.options = options
         self.max_waiting = max_waiting
@@ -73,6 +77,8 @@ class ModelPool:
         self._slots: dict[str, _Slot] = {}
         self._loading: dict[str, asyncio.Lock] = {}
         self.last_event = ""  # the latest load or unload, for a person reading `systemctl status`
+        self._on_load = on_load  # (alias, seconds including RAM-disk staging): the metrics' hook
+        self._retired_reuse: dict[str, int] = {}  # prompt-cache reuse of models since unloaded
 
     async def scheduler_for(self, alias: str) -> ModelScheduler:
         """The scheduler of ALIAS, loading (or reloading a changed) model first.
@@ -113,8 +119,12 @@ class ModelPool:
     async def _place(self, entry: ModelEntry) -> offload.OffloadPlan:
         """Decide how ENTRY splits between host and GPU, unloading idle models until it fits both budgets."""
         alias = entry.alias
-        shape = await asyncio.to_thread(model_shape, entry, entry.context_length or self.options.context_length,
-                                        self.options.slots)
+        # An embedding model has one context, at most its trained length (engine/embedding.py).
+        context_length = entry.context_length or self.options.context_length
+        if entry.embedding and not entry.context_length:
+            context_length = min(entry.gguf.get("context_length") or context_length, context_length)
+        shape = await asyncio.to_thread(model_shape, entry, context_length,
+                                        1 if entry.embedding else self.options.slots)
         requested = entry.gpu_layers if entry.gpu_layers is not None else self.options.gpu_layers
         device_budget = self.device_budget_bytes
         # As it would be placed with the GPU to itself: auto takes as many layers as fit then.
@@ -145,25 +155,31 @@ class ModelPool:
         return (self._used("host_bytes") + plan.host_bytes <= self.budget_bytes
                 and self._used("device_bytes") + plan.device_bytes <= self.device_budget_bytes)
 
-    async def _load(self, entry: ModelEntry, plan: offload.OffloadPlan) -> ModelScheduler:
+    async def _load(self, entry: ModelEntry, plan: offload.OffloadPlan) -> ModelScheduler | EmbeddingRunner:
         path = Path(entry.path)
         problem = await asyncio.to_thread(why_unloadable, entry.alias, path)
         if problem:
             self.last_event = f"{entry.alias} cannot be loaded"
             raise ModelLoadError(f"The model '{entry.alias}' cannot be loaded: {problem}")
+        started = time.monotonic()
         if self.ramdisk_path is not None:
             path = await asyncio.to_thread(ramdisk.stage, path, self.ramdisk_path,
                                            lambda done, total: self._staging(entry.alias, done, total))
         log.info("loading model %s from %s", entry.alias, path, extra={"MODEL": entry.alias})
         self.last_event = f"loading {entry.alias}"
+        kind = EmbeddingModel if entry.embedding else LoadedModel
         try:
-            model = await asyncio.to_thread(LoadedModel.load, entry, self.options, path, plan.gpu_layers)
+            model = await asyncio.to_thread(kind.load, entry, self.options, path, plan.gpu_layers)
         except ModelLoadError:
             self.last_event = f"{entry.alias} failed to load"
             raise
         self.last_event = (f"{entry.alias} loaded ({model.file_size / 2**20:.0f} MiB) "
                            f"in {model.load_seconds:.1f} s")
         log.info("model %s", self.last_event, extra={"MODEL": entry.alias})
+        if self._on_load is not None:
+            self._on_load(entry.alias, time.monotonic() - started)
+        if entry.embedding:
+            return EmbeddingRunner(model)
         cpu_share = CpuShare(self.options.threads) if self.options.adaptive_threads else None
         return ModelScheduler(model, self.max_waiting, cpu_share)
 
@@ -174,6 +190,8 @@ class ModelPool:
 
     async def _unload(self, alias: str) -> None:
         slot = self._slots.pop(alias)
+        reused = slot.scheduler.describe_prompt_cache()["reused_tokens"]
+        self._retired_reuse[alias] = self._retired_reuse.get(alias, 0) + reused
         await slot.scheduler.close()
         self.last_event = f"{alias} unloaded"
         log.info("model %s unloaded", alias, extra={"MODEL": alias})
@@ -187,14 +205,57 @@ class ModelPool:
         return any(slot.scheduler.busy for slot in self._slots.values())
 
     async def unload_idle(self, idle_seconds: float) -> None:
-        """Release every model unused for IDLE_SECONDS, or no longer registered."""
+        """Release every model unused for its keep-alive (else IDLE_SECONDS; 0: never), or no longer registered."""
         now = time.monotonic()
         registered = self.registry.entries()
         for alias, slot in list(self._slots.items()):
             if slot.scheduler.busy:
                 continue
-            if alias not in registered or now - slot.last_used >= idle_seconds:
+            keep = slot.keep_alive if slot.keep_alive is not None else (idle_seconds or math.inf)
+            if alias not in registered or now - slot.last_used >= keep:
                 await self._unload(alias)
+
+    def keep_alive(self, alias: str, seconds: float | None) -> None:
+        """Keep ALIAS loaded SECONDS after its last use (math.inf: while the daemon runs; None: the default)."""
+        if alias in self._slots:
+            self._slots[alias].keep_alive = seconds
+
+    def expires_in(self, alias: str, idle_seconds: float) -> float:
+        """Seconds until ALIAS is released if unused (math.inf: never by the timer; IDLE_SECONDS 0 is never)."""
+        slot = self._slots[alias]
+        keep = slot.keep_alive if slot.keep_alive is not None else (idle_seconds or math.inf)
+        if slot.scheduler.busy:
+            return keep
+        return max(0.0, keep - (time.monotonic() - slot.last_used))
+
+    async def unload(self, alias: str) -> bool:
+        """Release ALIAS now unless it is serving (then at its next idle check, with keep-alive 0)."""
+        slot = self._slots.get(alias)
+        if slot is None:
+            return True
+        lock = self._loading.setdefault(alias, asyncio.Lock())
+        async with lock:
+            if alias in self._slots and not self._slots[alias].scheduler.busy:
+                await self._unload(alias)
+                return True
+            if alias in self._slots:
+                self._slots[alias].keep_alive = 0
+        return alias not in self._slots
+
+    def prompt_cache_reused(self) -> dict[str, int]:
+        """Prompt tokens each model took from its cache in this process, unloaded instances included."""
+        totals = dict(self._retired_reuse)
+        for alias, slot in self._slots.items():
+            totals[alias] = totals.get(alias, 0) + slot.scheduler.describe_prompt_cache()["reused_tokens"]
+        return totals
+
+    def loaded(self) -> dict[str, dict]:
+        """Each loaded model: its entry, file size, memory and when it was last used (monotonic)."""
+        return {alias: {"entry": slot.scheduler.model.entry, "size_bytes": slot.scheduler.model.file_size,
+                        "host_bytes": slot.plan.host_bytes, "device_bytes": slot.plan.device_bytes,
+                        "context_length": slot.scheduler.model.context_length, "last_used": slot.last_used,
+                        "load_seconds": slot.scheduler.model.load_seconds}
+                for alias, slot in self._slots.items()}
 
     async def close(self) -> None:
         for alias in list(self._slots):
@@ -222,7 +283,8 @@ class ModelPool:
                 "device_bytes": slot.plan.device_bytes,
                 "host_bytes": slot.plan.host_bytes,
                 "context_length": slot.scheduler.model.context_length,
-                "chat_format": slot.scheduler.model.formatter.name,
+                "kind": "embedding" if slot.scheduler.model.entry.embedding else "chat",
+                "chat_format": getattr(getattr(slot.scheduler.model, "formatter", None), "name", None),
                 "load_seconds": round(slot.scheduler.model.load_seconds, 3),
                 "idle_seconds": round(now - slot.last_used, 1),
                 "slots": slot.scheduler.describe_slots(),

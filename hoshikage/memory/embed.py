@@ -34,6 +34,21 @@ def default_prefixes(model_name: str) -> tuple[str, str]:
     return RURI_PREFIXES if "ruri" in model_name.lower() else ("", "")
 
 
+def model_installed(name: str) -> bool:
+    """Whether sentence-transformers is installed and NAME is on disk (a directory, or in the Hugging Face
+    cache), checked without importing either: a model that could not load is not offered."""
+    import importlib.util
+
+    if importlib.util.find_spec("sentence_transformers") is None:
+        return False
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return True
+    hub = os.environ.get("HF_HUB_CACHE") or str(
+        Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub")
+    return (Path(hub) / ("models--" + name.replace("/", "--"))).is_dir()
+
+
 class Embedder:
     def __init__(self, model_name: str, query_prefix: str | None = None, passage_prefix: str | None = None,
                  threads: int | None = None):
@@ -90,6 +105,51 @@ class Embedder:
             self._cache.popitem(last=False)
         dimensions = None if texts else self.dimensions
         return np.stack([self._cache[text] for text in texts]) if texts else np.zeros((0, dimensions), np.float32)
+
+
+    def encode_inputs(self, inputs: list[str | list[int]], truncate: bool):
+        """Vectors of INPUTS (texts or token ids) as the model gives them, no prefixes, unit length, and the
+        tokens read; the embeddings API's way in. PromptTooLong beyond the model's length unless TRUNCATE."""
+        import numpy as np
+        import torch
+
+        from hoshikage.engine.embedding import EmptyInput
+        from hoshikage.engine.llama import PromptTooLong
+
+        model = self._load()
+        limit, tokenizer = model.max_seq_length, model.tokenizer
+        counts = []
+        for item in inputs:
+            if isinstance(item, str):
+                count = len(tokenizer(item, add_special_tokens=True, truncation=False)["input_ids"])
+            else:
+                count = len(item)
+                bad = next((token for token in item if not 0 <= token < len(tokenizer)), None)
+                if bad is not None:
+                    raise ValueError(f"token id {bad} is outside the vocabulary (0..{len(tokenizer) - 1})")
+            if count == 0:
+                raise EmptyInput("an input has no tokens to embed")
+            if count > limit and not truncate:
+                raise PromptTooLong(count, limit)
+            counts.append(min(count, limit))
+        vectors: list = [None] * len(inputs)
+        texts = [index for index, item in enumerate(inputs) if isinstance(item, str)]
+        if texts:
+            encoded = model.encode([inputs[index] for index in texts], batch_size=64, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=False)
+            for index, vector in zip(texts, encoded):
+                vectors[index] = vector.astype(np.float32)
+        with torch.inference_mode():  # token ids go straight to the network, as given
+            for index, item in enumerate(inputs):
+                if isinstance(item, str):
+                    continue
+                ids = torch.tensor([list(item)[:limit]], dtype=torch.long)
+                features = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+                if "token_type_ids" in tokenizer.model_input_names:
+                    features["token_type_ids"] = torch.zeros_like(ids)
+                vector = model(features)["sentence_embedding"][0].float().numpy()
+                vectors[index] = (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+        return vectors, sum(counts)
 
 
 def _load_model(name: str, threads: int | None):

@@ -75,6 +75,11 @@ class Memory:
         """Run FUNCTION(store, *ARGS) on the memory thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._with_store, function, args)
 
+    async def call_embedder(self, function: Callable, *args):
+        """Run FUNCTION(embedder, *ARGS) on the memory thread, without opening the store."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: function(self.embedder(), *args))
+
     def _with_store(self, function: Callable, args: tuple):
         return function(self.store(), *args)
 

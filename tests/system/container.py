@@ -20,7 +20,10 @@ from pathlib import Path
 
 SUITE = "bookworm"
 PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "libgomp1", "procps", "util-linux",
-            "man-db"]
+            "man-db", "prometheus-node-exporter", "prometheus"]
+# Installed for their tools (promtool) or started by a test itself (node_exporter, on a port it picks):
+# masked, so that booting a container starts no server of theirs on the host's network.
+MASKED = ["prometheus.service", "prometheus-node-exporter.service"]
 CLEAN_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"]
 CACHE = Path(os.environ.get("HOSHIKAGE_TEST_CACHE", Path.home() / ".cache" / "hoshikage-test"))
 
@@ -48,7 +51,7 @@ def pristine_rootfs() -> Path:
     """The cached debootstrap tree, built once (under a lock, for parallel runs)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     # The package list is part of the name: changing it builds a new tree.
-    rootfs = CACHE / f"rootfs-{SUITE}-{hashlib.sha256(' '.join(PACKAGES).encode()).hexdigest()[:12]}"
+    rootfs = CACHE / f"rootfs-{SUITE}-{hashlib.sha256(' '.join(PACKAGES + MASKED).encode()).hexdigest()[:12]}"
     with open(CACHE / "rootfs.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (rootfs / ".complete").exists():
@@ -58,6 +61,9 @@ def pristine_rootfs() -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
                         SUITE, str(partial), apt_mirror()], check=True, stdout=subprocess.DEVNULL)
+        for unit in MASKED:
+            (partial / "etc" / "systemd" / "system" / unit).unlink(missing_ok=True)
+            (partial / "etc" / "systemd" / "system" / unit).symlink_to("/dev/null")
         (partial / ".complete").touch()
         partial.rename(rootfs)
         return rootfs

@@ -26,6 +26,7 @@ idle_timeout_seconds: {IDLE_TIMEOUT}
 great_timeout: {GREAT_TIMEOUT_MINUTES}
 ramdisk_size: 1
 embedded_model: false
+metrics_interval_seconds: 1
 """
 
 needs = [tool for tool in ("systemd-nspawn", "debootstrap", "nsenter") if shutil.which(tool) is None]
@@ -169,3 +170,56 @@ def test_units_and_socket_activation_lifecycle(container):
     with openai_client(machine) as client:
         assert client.models.list().data[0].id == "gemma"
     assert service_state(machine) == "active"
+
+
+def test_metrics_reach_node_exporter_and_scrapes_never_wake_the_daemon(container):
+    """node_exporter's textfile collector serves the daemon's figures whether it runs or not; a scrape is
+    only a read of a file, so it neither starts nor keeps alive the socket-activated daemon."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.conftest import free_tcp_port
+
+    machine = container
+    # As the README tells an admin: link the figures into node_exporter's textfile directory.
+    port = free_tcp_port()
+    machine.run("ln", "-sf", "/var/lib/hoshikage-metrics/hoshikage.prom",
+                "/var/lib/prometheus/node-exporter/hoshikage.prom")
+    machine.run("sh", "-c", "echo 'ARGS=\"--web.listen-address=127.0.0.1:%d --collector.disable-defaults "
+                            "--collector.textfile --collector.textfile.directory=/var/lib/prometheus/node-exporter\"'"
+                            " > /etc/default/prometheus-node-exporter" % port)
+    machine.run("systemctl", "unmask", "prometheus-node-exporter.service")
+    machine.run("systemctl", "restart", "prometheus-node-exporter.service")
+
+    def scrape() -> dict:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text) for sample in family.samples
+                if sample.name.startswith("hoshikage_")}
+
+    wait_for(lambda: service_state(machine) == "inactive", IDLE_TIMEOUT + 30, "the idle exit")
+    wait_for(lambda: scrape(), 30, "node_exporter to serve the textfile")
+    for _ in range(3):
+        idle = scrape()
+        assert service_state(machine) == "inactive", "a scrape woke the daemon"
+        assert all("ramdisk-hold" in process for process in hoshikage_processes(machine))
+    # The figures outlived the daemon: what the earlier test asked is still there.
+    gemma = (("model", "gemma"),)
+    assert idle[("hoshikage_running", ())] == 0
+    assert idle[("hoshikage_generated_tokens_total", gemma)] >= 4
+    assert idle[("hoshikage_cold_starts_total", ())] >= 2  # started, exited when idle, started again
+    assert idle[("hoshikage_model_loads_total", gemma)] >= 1
+    assert ("hoshikage_model_loaded", gemma) not in idle
+    check = machine.run("sh", "-c", "promtool check metrics < /var/lib/hoshikage-metrics/hoshikage.prom",
+                        check=False)
+    assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check.stdout + check.stderr
+
+    # A real request starts it; the next scrape sees it running, with the start counted.
+    with openai_client(machine) as client:
+        client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    assert service_state(machine) == "active"
+    woken = scrape()  # written before READY=1
+    assert woken[("hoshikage_running", ())] == 1
+    assert woken[("hoshikage_cold_starts_total", ())] == idle[("hoshikage_cold_starts_total", ())] + 1
+    # Loaded models are gauges of the moment, in the next periodic write.
+    wait_for(lambda: scrape().get(("hoshikage_model_loaded", gemma)) == 1, 40, "the loaded model in the figures")

@@ -67,6 +67,9 @@ class Scheduler:
     def __init__(self, busy: bool = False):
         self.busy = busy
 
+    def describe_prompt_cache(self) -> dict:  # read when it is unloaded, for the metrics
+        return {"reused_tokens": 0, "read_tokens": 0}
+
     async def close(self) -> None:
         pass
 
