@@ -43,6 +43,9 @@ async def _serve(settings: Settings) -> int:
     if settings.embedded_model:
         await _register_embedded_model(settings, registry)
     app = create_app(settings, registry)
+    # Signals are ours from here: a SIGTERM that comes right after READY=1 (or
+    # during start-up) must stop the daemon cleanly, not kill it by default.
+    signalled = _catch_stop_signals()
     keepalive = min(DEFAULT_KEEPALIVE_SECONDS, settings.connection_idle_seconds)
     if settings.exit_when_idle and settings.idle_timeout_seconds:
         # An idle keep-alive connection holds the exit back; never longer than the timeout.
@@ -67,7 +70,7 @@ async def _serve(settings: Settings) -> int:
     systemd.notify("READY=1", "STATUS=ready, no model loaded yet")
     app[keys.METRICS].ready_seconds = seconds_since_process_start()
 
-    reason = await _run_until_exit(runner, sites, app, settings)
+    reason = await _run_until_exit(runner, sites, app, settings, signalled)
 
     systemd.notify("STOPPING=1", f"STATUS=stopping: {reason}")
     if reason == "idle":
@@ -78,13 +81,19 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-async def _run_until_exit(runner: web.AppRunner, sites: list[web.BaseSite], app: web.Application,
-                          settings: Settings) -> str:
-    """Wait for SIGTERM/SIGINT or, when exiting on idle, the idle timeout; return why."""
+def _catch_stop_signals() -> asyncio.Future:
+    """A future that SIGTERM or SIGINT resolves with its reason."""
     loop = asyncio.get_running_loop()
     signalled = loop.create_future()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _resolve_once, signalled, f"{signal.Signals(signum).name} received")
+    return signalled
+
+
+async def _run_until_exit(runner: web.AppRunner, sites: list[web.BaseSite], app: web.Application,
+                          settings: Settings, signalled: asyncio.Future) -> str:
+    """Wait for SIGTERM/SIGINT (SIGNALLED) or, when exiting on idle, the idle timeout; return why."""
+    loop = asyncio.get_running_loop()
     watcher = asyncio.ensure_future(lifecycle.watch(
         runner, sites, app[keys.ACTIVITY], app[keys.POOL], app[keys.CONNECTIONS], settings.idle_timeout_seconds,
         settings.exit_when_idle))
