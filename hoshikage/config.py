@@ -168,6 +168,9 @@ def _default_state_dir() -> Path:
     return Path(data_home) / "hoshikage"
 
 
+PACKAGED_METRICS_DIR = Path("/var/lib/hoshikage-metrics")
+
+
 def _default_threads() -> int:
     from hoshikage.hardware import physical_core_count
 
@@ -258,8 +261,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("metrics", _bool, lambda: True,
            "write Prometheus figures to metrics_textfile for node_exporter's textfile collector"),
     Option("metrics_textfile", _optional_path, lambda: None,
-           "where the figures go (default: STATE_DIR/metrics/hoshikage.prom; the systemd unit sets "
-           "/var/lib/hoshikage-metrics/hoshikage.prom, which node_exporter's user can read)"),
+           "where the figures go (default: /var/lib/hoshikage-metrics/hoshikage.prom when that directory "
+           "exists, as the packages create it, readable by node_exporter's user; else "
+           "STATE_DIR/metrics/hoshikage.prom)"),
     Option("metrics_interval_seconds", _positive_number, lambda: 15.0,
            "how often the figures are written while the daemon runs (and once at exit)"),
     Option("log_level", _log_level, lambda: "INFO", "debug, info, warning or error"),
@@ -330,7 +334,11 @@ class Settings:
         """The textfile the figures go to; None when metrics are off."""
         if not self.metrics:
             return None
-        return self.metrics_textfile or self.state_dir / "metrics" / "hoshikage.prom"
+        if self.metrics_textfile:
+            return self.metrics_textfile
+        if PACKAGED_METRICS_DIR.is_dir():  # created by hoshikage.tmpfiles for node_exporter
+            return PACKAGED_METRICS_DIR / "hoshikage.prom"
+        return self.state_dir / "metrics" / "hoshikage.prom"
 
     @property
     def memory_dir(self) -> Path:

@@ -38,7 +38,7 @@ CHAT = ("/v1/chat/completions",)
 
 def test_figures_are_written_while_running_left_at_exit_and_carried_into_the_next_start(state):
     textfile = state / "metrics" / "hoshikage.prom"
-    environment = {"HOSHIKAGE_METRICS_INTERVAL_SECONDS": "0.2"}
+    environment = {"HOSHIKAGE_METRICS_INTERVAL_SECONDS": "0.2", "HOSHIKAGE_METRICS_TEXTFILE": str(textfile)}
     first = Daemon(state, environment, "--no-embedded-model")
     try:
         on_start = figures(textfile)  # written before READY=1
