@@ -10,9 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-dev build-essential cmake pkg-config libsystemd-dev systemd)
-# The tests also boot Debian 12 containers (systemd-container, debootstrap) and
-# build and check the .deb (debhelper, dh-virtualenv, dpkg-dev, lintian).
-TEST_APT_PACKAGES=(systemd-container debootstrap util-linux debhelper dh-virtualenv dpkg-dev lintian)
+# The tests also boot Debian 12 containers (systemd-container, debootstrap),
+# build and check the .deb (debhelper, dh-virtualenv, dpkg-dev, lintian), and
+# build and run the container image (podman, podman-compose; runc, see
+# tests/system/test_container_image.py).
+TEST_APT_PACKAGES=(systemd-container debootstrap util-linux debhelper dh-virtualenv dpkg-dev lintian
+                   podman podman-compose runc iptables)
 
 install_apt_packages() {
   local missing=()
