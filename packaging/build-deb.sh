@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build hoshikage_<version>_<arch>.deb:
+# Build hoshikage_<version>_<arch>.deb and hoshikage-memory_<version>_<arch>.deb (conversation memory's
+# dependencies; the last line printed is the main package's path):
 #   packaging/build-deb.sh            CPU build          -> dist/
 #   packaging/build-deb.sh --cuda     NVIDIA GPU build   -> dist/cuda/ (needs the CUDA toolkit, nvcc on PATH
 #                                     or under /usr/local/cuda; the target needs the NVIDIA driver and the
@@ -56,7 +57,8 @@ dpkg-buildpackage -us -uc -b
 mkdir -p "$out"
 version=$(dpkg-parsechangelog -S Version)
 arch=$(dpkg-architecture -q DEB_HOST_ARCH)
-mv "../hoshikage_${version}_${arch}.deb" "$out/"
+mv "../hoshikage_${version}_${arch}.deb" "../hoshikage-memory_${version}_${arch}.deb" "$out/"
 rm -f "../hoshikage_${version}_${arch}.buildinfo" "../hoshikage_${version}_${arch}.changes" \
       "../hoshikage-dbgsym_${version}_${arch}.deb"
+echo "$out/hoshikage-memory_${version}_${arch}.deb"
 echo "$out/hoshikage_${version}_${arch}.deb"

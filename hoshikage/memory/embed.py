@@ -163,7 +163,8 @@ def _load_model(name: str, threads: int | None):
     except ImportError as error:
         raise EmbeddingModelMissing(
             f"conversation memory needs sentence-transformers and torch ({error.name} is not installed): "
-            "install the memory extra, `pip install 'hoshikage[memory]'`") from None
+            "install the hoshikage-memory package (`apt install hoshikage-memory`), or from source the memory "
+            "extra, `pip install 'hoshikage[memory]'`") from None
     if threads:
         torch.set_num_threads(threads)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)

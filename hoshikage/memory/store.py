@@ -100,7 +100,8 @@ class Store:
             import chromadb
         except ImportError:
             raise MemoryUnavailable("conversation memory needs chromadb, which is not installed: install the "
-                                    "memory extra, `pip install 'hoshikage[memory]'`") from None
+                                    "hoshikage-memory package (`apt install hoshikage-memory`), or from source "
+                                    "the memory extra, `pip install 'hoshikage[memory]'`") from None
         try:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(path, 0o700)  # what users said is theirs: the daemon user's alone

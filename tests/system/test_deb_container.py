@@ -119,6 +119,7 @@ def test_install_use_upgrade_remove_purge(deb, gemma_path, tmp_path):
         assert machine.run("systemctl", "is-enabled", "hoshikage.service", check=False).stdout.strip() != "enabled"
         assert hoshikage_processes(machine) == ""
         assert machine.run("man", "-w", "hoshikage").stdout.strip().endswith("hoshikage.1.gz")
+        assert machine.run("man", "-w", "5", "hoshikage.yaml").stdout.strip().endswith("hoshikage.yaml.5.gz")
 
         machine.run("sh", "-c", f"printf '{CONFIG_EDIT}' >> /etc/hoshikage/hoshikage.yaml")
         machine.run("systemctl", "daemon-reload")
@@ -175,5 +176,79 @@ def test_install_use_upgrade_remove_purge(deb, gemma_path, tmp_path):
         assert machine.run("test", "-e", "/var/lib/hoshikage", check=False).returncode != 0
         assert machine.run("getent", "passwd", "hoshikage", check=False).returncode != 0
         assert machine.run("test", "-e", "/etc/hoshikage/hoshikage.yaml", check=False).returncode != 0
+    finally:
+        machine.stop()
+
+
+# A Responses chain over the unix socket: "start" stores a first turn and prints its id; "continue ID" asks
+# the next turn on top of it and prints the status and what memory gave the model (or the error).
+MEMORY_CLIENT = """
+import json, sys, httpx2
+with httpx2.Client(transport=httpx2.HTTPTransport(uds="/run/hoshikage/hoshikage.sock"), timeout=300) as http:
+    if sys.argv[1] == "embed":  # memory's sentence model, through torch and sentence-transformers
+        response = http.post("http://hoshikage/v1/embeddings", json={"model": "embedding", "input": "hello"})
+        print(json.dumps([response.status_code, len(response.json()["data"][0]["embedding"])
+                          if response.status_code == 200 else response.json()["error"]]))
+    elif sys.argv[1] == "start":
+        response = http.post("http://hoshikage/v1/responses", json={
+            "model": "gemma", "input": "My cat is called Tamagawa Mochi.", "max_output_tokens": 3})
+        print(json.dumps([response.status_code, response.json().get("id")]))
+    else:
+        response = http.post("http://hoshikage/v1/responses", json={
+            "model": "gemma", "previous_response_id": sys.argv[2], "input": "What is my cat called?",
+            "max_output_tokens": 3})
+        body = response.json()
+        if response.status_code != 200:
+            print(json.dumps([response.status_code, body["error"]]))
+        else:
+            context = http.get(f"http://hoshikage/hoshikage/memory/{body['id']}/context").json()
+            print(json.dumps([response.status_code, json.dumps(context, ensure_ascii=False)]))
+"""
+
+
+def memory_client(machine, *args: str) -> list:
+    result = machine.run("runuser", "-u", "alice", "--", "env", "PYTHONPATH=/sdk", "/usr/bin/python3", "-c",
+                         MEMORY_CLIENT, *args, check=False, timeout=400)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_memory_package_gives_apt_users_memory_and_leaves_plain_chat_when_removed(deb, gemma_path,
+                                                                                     embedding_model_dir):
+    from tests.system.container import Container
+
+    memory_deb = next(deb.parent.glob("hoshikage-memory_*.deb"))
+    print(f"\nhoshikage is {deb.stat().st_size / 2**20:.1f} MiB, hoshikage-memory "
+          f"{memory_deb.stat().st_size / 2**20:.1f} MiB")
+    machine = Container(binds={deb.parent: "/debs", gemma_path.parent: "/srv/models", SITE_PACKAGES: "/sdk",
+                               embedding_model_dir: "/srv/embedding"}, private_network=True)
+    try:
+        install = machine.run("apt-get", "install", "-y", f"/debs/{deb.name}", f"/debs/{memory_deb.name}",
+                              check=False, timeout=900)
+        assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+        machine.run("sh", "-c", f"printf '{CONFIG_EDIT}sentence_bert_model: /srv/embedding\\n' "
+                                ">> /etc/hoshikage/hoshikage.yaml")
+        assert machine.run("hoshikage", "add", f"/srv/models/{gemma_path.name}", "gemma", "--chat-format", "gemma",
+                           "--import", check=False).returncode == 0
+        machine.run("useradd", "--create-home", "--groups", "hoshikage", "alice")
+
+        status, first = memory_client(machine, "start")
+        assert status == 200 and first.startswith("resp_"), (status, first)
+        # The daemon exits when idle; the conversation is on disk and the chain goes on in the next one.
+        wait_for(lambda: hoshikage_processes(machine) == "", IDLE_TIMEOUT + 60, "the idle exit")
+        status, context = memory_client(machine, "continue", first)
+        assert status == 200 and "Tamagawa Mochi" in context, (status, context)
+        assert memory_client(machine, "embed") == [200, 384]  # the sentence model at /srv/embedding
+
+        # Without the memory package: plain chat as before, memory a clear 503.
+        assert machine.run("apt-get", "remove", "-y", "hoshikage-memory", check=False).returncode == 0
+        assert machine.run("test", "-e", "/usr/lib/hoshikage-memory", check=False).returncode != 0
+        wait_for(lambda: hoshikage_processes(machine) == "", IDLE_TIMEOUT + 60, "the idle exit")
+        assert as_user(machine, "alice", "unix") == {"tokens": 3}
+        status, error = memory_client(machine, "continue", first)
+        assert status == 503 and error["code"] == "memory_unavailable", (status, error)
+        assert "hoshikage-memory" in error["message"], error
+        status, error = memory_client(machine, "embed")
+        assert status == 404, (status, error)  # no sentence model without sentence-transformers
     finally:
         machine.stop()
