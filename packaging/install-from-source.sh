@@ -33,7 +33,8 @@ install -d /usr/lib/systemd/system-generators
 ln -sf "$venv/bin/hoshikage-ramdisk-generator" /usr/lib/systemd/system-generators/hoshikage-ramdisk-generator
 ln -sf "$venv/bin/hoshikage" /usr/bin/hoshikage
 install -D -m 0644 "$src/docs/hoshikage.1" /usr/share/man/man1/hoshikage.1
-gzip -9nf /usr/share/man/man1/hoshikage.1
+install -D -m 0644 "$src/docs/hoshikage.yaml.5" /usr/share/man/man5/hoshikage.yaml.5
+gzip -9nf /usr/share/man/man1/hoshikage.1 /usr/share/man/man5/hoshikage.yaml.5
 if [ ! -e /etc/hoshikage/hoshikage.yaml ]; then
   install -D -m 0644 "$src/etc/hoshikage/hoshikage.yaml" /etc/hoshikage/hoshikage.yaml
 fi

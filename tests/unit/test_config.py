@@ -135,3 +135,14 @@ def test_embedding_prefixes_follow_the_model():
         == ("クエリ: ", "文章: ")
     assert Embedder("/models/all-MiniLM-L6-v2").query_prefix == ""
     assert Embedder("cl-nagoya/ruri-small-v2", query_prefix="").query_prefix == ""
+
+
+def test_the_configuration_man_page_describes_every_option():
+    """docs/hoshikage.yaml.5 has an entry (.TP, then the key in bold) for each option the daemon reads."""
+    import re
+
+    from hoshikage.config import OPTIONS
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "hoshikage.yaml.5").read_text()
+    described = set(re.findall(r"^\.TP\n\.B (\S+)$", page, re.M))
+    assert {option.name for option in OPTIONS} <= described
