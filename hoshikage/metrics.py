@@ -197,13 +197,17 @@ def live_gauges(pool) -> dict:
     return gauges
 
 
-def write_textfile(metrics: Metrics, path: Path) -> None:
-    """The exposition into PATH, atomically (node_exporter never reads half a file), readable by its user."""
+def write_textfile(exposition: bytes, path: Path) -> None:
+    """EXPOSITION into PATH, atomically (node_exporter never reads half a file), readable by its user."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not *.prom: the collector skips it
-    temporary.write_bytes(metrics.render())
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    try:
+        temporary.write_bytes(exposition)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def read_previous(path: Path) -> str:

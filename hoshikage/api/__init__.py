@@ -79,28 +79,46 @@ async def _metrics_lifetime(app: web.Application):
     except ValueError as error:  # not an exposition we wrote: count afresh rather than refuse to start
         log.warning("ignoring unreadable metrics in %s: %s", path, error)
     metrics.count("hoshikage_cold_starts")
-    await asyncio.to_thread(_write_metrics_once, metrics, path)  # before READY=1: this start is on file
-    writer = asyncio.create_task(_write_metrics(metrics, path, settings.metrics_interval_seconds))
+    writer = _MetricsWriter(metrics, path)
+    await writer.write()  # before READY=1: this start is on file
+    task = asyncio.create_task(writer.keep_writing(settings.metrics_interval_seconds))
     yield
-    writer.cancel()
+    task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await writer
+        await task
     metrics.running = False
-    await asyncio.to_thread(_write_metrics_once, metrics, path)
+    await writer.write()
 
 
-async def _write_metrics(metrics: Metrics, path, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        await asyncio.to_thread(_write_metrics_once, metrics, path)
+class _MetricsWriter:
+    """Renders on the event loop (the model pool changes there, so it is read there) and writes the file on a
+    thread; a path it cannot write is one warning, not one every interval."""
 
+    def __init__(self, metrics: Metrics, path):
+        self.metrics = metrics
+        self.path = path
+        self.failing = False
 
-def _write_metrics_once(metrics: Metrics, path) -> None:
-    try:
-        write_textfile(metrics, path)
-    except OSError as error:  # the admin's to fix; serving goes on
-        log.warning("cannot write metrics to %s: %s; set metrics_textfile to a writable path, or metrics: false",
-                    path, error)
+    async def write(self) -> None:
+        try:
+            await asyncio.to_thread(write_textfile, self.metrics.render(), self.path)
+        except OSError as error:  # the admin's to fix; serving goes on
+            if not self.failing:
+                log.warning("cannot write metrics to %s: %s; set metrics_textfile to a writable path, or "
+                            "metrics: false", self.path, error)
+            self.failing = True
+        else:
+            if self.failing:
+                log.info("metrics are written to %s again", self.path)
+            self.failing = False
+
+    async def keep_writing(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.write()
+            except Exception:  # noqa: BLE001 - a bug in the figures must not stop their updates
+                log.exception("writing the metrics failed")
 
 
 async def _model_pool_lifetime(app: web.Application):
@@ -119,13 +137,16 @@ async def _model_pool_lifetime(app: web.Application):
 
 async def _release_idle_models(pool: ModelPool, memory: Memory, activity: Activity, idle_seconds: int) -> None:
     # A coarse tick is enough: release happens minutes after the last use
-    # (an Ollama keep_alive of 0 releases at once, see api/ollama.py).
+    # (an Ollama keep_alive of 0 releases an idle model at once, see api/ollama.py).
     tick = max(1.0, min(30.0, idle_seconds / 10)) if idle_seconds else 5.0
     while True:
         await asyncio.sleep(tick)
-        await pool.unload_idle(idle_seconds)
-        if idle_seconds and activity.in_flight == 0 and activity.idle_for() >= idle_seconds:
-            await memory.expire()  # retention, when idle; a store never opened stays closed
+        try:
+            await pool.unload_idle(idle_seconds)
+            if idle_seconds and activity.in_flight == 0 and activity.idle_for() >= idle_seconds:
+                await memory.expire()  # retention, when idle; a store never opened stays closed
+        except Exception:  # noqa: BLE001 - a bug here must not leave every model loaded for good
+            log.exception("releasing idle models failed")
 
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:

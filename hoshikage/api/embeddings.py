@@ -19,10 +19,11 @@ from aiohttp import web
 
 from hoshikage.api import keys
 from hoshikage.api.body import read_json_object
-from hoshikage.api.errors import invalid
-from hoshikage.api.generation import scheduler_for
-from hoshikage.engine.embedding import EmptyInput
+from hoshikage.api.errors import APIError, invalid
+from hoshikage.api.generation import RETRY_AFTER_QUEUE_FULL, scheduler_for, sentence_model_available
+from hoshikage.engine.embedding import EmptyInput, TokenOutOfVocabulary
 from hoshikage.engine.llama import PromptTooLong
+from hoshikage.engine.scheduler import QueueFull
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
 
@@ -58,13 +59,6 @@ class EmbedOutcome:
     load_seconds: float  # spent loading the model for this request
 
 
-def sentence_model_available(request: web.Request) -> bool:
-    """Whether memory's sentence model can serve: the memory extra and the model are installed."""
-    from hoshikage.memory.embed import model_installed
-
-    return model_installed(request.app[keys.SETTINGS].sentence_bert_model)
-
-
 async def embed(request: web.Request, model: str, inputs: list[str | list[int]], *, truncate: bool,
                 dimensions: int | None = None, param: str = "input") -> EmbedOutcome:
     """INPUTS embedded by MODEL; every failure as the APIError a client should see."""
@@ -91,13 +85,17 @@ async def embed(request: web.Request, model: str, inputs: list[str | list[int]],
         request.app[keys.METRICS].count("hoshikage_prompt_tokens", (model,), outcome.prompt_tokens)
         return _cut(EmbedOutcome(outcome.vectors, outcome.prompt_tokens, load_seconds), dimensions)
     except PromptTooLong as error:
+        ollama = request.path.startswith("/api/")  # where a client may ask for truncation instead
         raise invalid(f"This model's maximum context length is {error.context_length} tokens; an input has "
-                      f"{error.prompt_tokens}. Shorten it{' or allow truncation' if param != 'input' else ''}.",
+                      f"{error.prompt_tokens}. Shorten it{' or send truncate: true' if ollama else ''}.",
                       param=param, code="context_length_exceeded") from None
     except EmptyInput as error:
         raise invalid(f"{error}: empty inputs cannot be embedded", param=param) from None
-    except ValueError as error:  # a token id outside the vocabulary
+    except TokenOutOfVocabulary as error:
         raise invalid(str(error), param=param) from None
+    except QueueFull as full:
+        raise APIError(429, f"The model '{model}' is busy ({full.args[0]} requests waiting); retry shortly",
+                       code="queue_full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)}) from None
 
 
 def _cut(outcome: EmbedOutcome, dimensions: int | None) -> EmbedOutcome:

@@ -46,8 +46,9 @@ async def scheduler_for(request: web.Request, model: str, *, embedding: bool = F
     done); failures as APIError, a model of the other kind among them."""
     pool = request.app[keys.POOL]
     entry = request.app[keys.REGISTRY].get(model)
+    sentence_model = entry is None and model == request.app[keys.SETTINGS].sentence_model_name
     if not embedding and ((entry is not None and entry.embedding)
-                          or (entry is None and model == request.app[keys.SETTINGS].sentence_model_name)):
+                          or (sentence_model and sentence_model_available(request))):
         raise invalid(f"'{model}' is an embedding model: it gives vectors (/v1/embeddings), not text; use a chat "
                       "model", param="model", code="model_not_chat")
     if embedding and entry is not None and not entry.embedding:
@@ -72,6 +73,14 @@ async def scheduler_for(request: web.Request, model: str, *, embedding: bool = F
                             "cannot be loaded right now", code="memory_budget_busy", error_type="server_error",
                        headers={"Retry-After": str(RETRY_AFTER_QUEUE_TIMEOUT)}) from None
     return scheduler
+
+
+def sentence_model_available(request: web.Request) -> bool:
+    """Whether memory's sentence model can serve (it is a model name only then): the memory extra and the
+    model are installed."""
+    from hoshikage.memory.embed import model_installed
+
+    return model_installed(request.app[keys.SETTINGS].sentence_bert_model)
 
 
 async def run_generation(

@@ -26,9 +26,9 @@ from aiohttp import web
 from hoshikage import __version__
 from hoshikage.api import keys
 from hoshikage.api.body import read_json
-from hoshikage.api.embeddings import embed, parse_inputs, sentence_model_available
+from hoshikage.api.embeddings import embed, parse_inputs
 from hoshikage.api.errors import APIError, invalid
-from hoshikage.api.generation import parse_body, run_generation, scheduler_for
+from hoshikage.api.generation import parse_body, run_generation, scheduler_for, sentence_model_available
 from hoshikage.api.ollama_protocol import (chat_messages, details, digest, done_reason, model_summary, nanoseconds,
                                            ollama_name, parse_keep_alive, request_body, resolve_name, timestamp,
                                            tool_calls_out, unknown_options)
@@ -134,11 +134,15 @@ def _header(path: str) -> dict[str, Any] | None:
 
 
 async def running(request: web.Request) -> web.Response:
-    pool, settings = request.app[keys.POOL], request.app[keys.SETTINGS]
+    pool, settings, activity = request.app[keys.POOL], request.app[keys.SETTINGS], request.app[keys.ACTIVITY]
+    # A daemon that exits when idle (always, under socket activation) takes every model with it.
+    exits_in = math.inf
+    if settings.exit_when_idle and settings.idle_timeout_seconds:
+        exits_in = settings.idle_timeout_seconds - (0 if activity.in_flight else activity.idle_for())
     models = []
     for alias, loaded in pool.loaded().items():
         entry = loaded["entry"]
-        left = pool.expires_in(alias, settings.idle_timeout_seconds)
+        left = min(pool.expires_in(alias, settings.idle_timeout_seconds), max(0.0, exits_in))
         expires = "9999-12-31T23:59:59Z" if math.isinf(left) else timestamp(time.time() + left)
         models.append({"name": ollama_name(alias), "model": ollama_name(alias),
                        "size": loaded["host_bytes"] + loaded["device_bytes"], "digest": digest(entry),
@@ -278,7 +282,8 @@ async def _generate(request: web.Request, exchange: _Exchange, parsed, prompt) -
     request["tokens"] = final.completion_tokens
     last = _final_line(request, exchange, parsed, "".join(pieces), final, first_at)
     if response is None:
-        answer = web.json_response(last)
+        response = web.json_response(last)
+        await response.prepare(request)  # sent before the model is released, not after
     else:
         if streaming_text:  # the text went line by line
             if "message" in last:
@@ -286,10 +291,9 @@ async def _generate(request: web.Request, exchange: _Exchange, parsed, prompt) -
             else:
                 last["response"] = ""
         await _write(response, last)
-        await response.write_eof()
-        answer = response
+    await response.write_eof()
     await _settle_keep_alive(request, exchange)
-    return answer
+    return response
 
 
 def _final_line(request: web.Request, exchange: _Exchange, parsed, text: str, final: Chunk,
@@ -316,7 +320,8 @@ async def _write(response: web.StreamResponse, payload: dict[str, Any]) -> None:
 
 
 async def _settle_keep_alive(request: web.Request, exchange: _Exchange) -> None:
-    """Apply the request's keep_alive: 0 releases the model now (once no other request uses it)."""
+    """Apply the request's keep_alive once the answer is sent: 0 releases the model now when no other request
+    uses it, else when the idle checker next finds it unused."""
     pool = request.app[keys.POOL]
     pool.keep_alive(exchange.alias, exchange.keep_alive)
     if exchange.keep_alive == 0:
@@ -361,6 +366,7 @@ async def embeddings_legacy(request: web.Request) -> web.Response:
     """The older /api/embeddings: one prompt, one vector under "embedding"."""
     body = await _body(request)
     alias = _alias(request, _model_field(body), sentence_model=True)
+    keep_alive = parse_keep_alive(body.get("keep_alive"))
     text = body.get("prompt")
     if text is not None and not isinstance(text, str):
         raise invalid("'prompt' must be a string", param="prompt")
@@ -368,7 +374,7 @@ async def embeddings_legacy(request: web.Request) -> web.Response:
         return web.json_response({"embedding": []})
     outcome = await embed(request, alias, [text], truncate=True, param="prompt")
     request["tokens"] = outcome.prompt_tokens
-    request.app[keys.POOL].keep_alive(alias, parse_keep_alive(body.get("keep_alive")))
+    request.app[keys.POOL].keep_alive(alias, keep_alive)
     return web.json_response({"embedding": [float(x) for x in outcome.vectors[0]]})
 
 

@@ -26,6 +26,7 @@ RUNNER_OPTIONS = frozenset({"num_ctx", "num_batch", "num_gpu", "main_gpu", "num_
                             "use_mlock", "low_vram", "f16_kv", "vocab_only", "numa", "logits_all",
                             "embedding_only", "repeat_last_n", "typical_p", "tfs_z", "mirostat", "mirostat_tau",
                             "mirostat_eta", "penalize_newline"})
+FOREVER_SECONDS = 100 * 365 * 86400
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -86,7 +87,8 @@ def parse_keep_alive(value: Any) -> float | None:
         raise invalid("'keep_alive' must be a duration such as \"5m\" or a number of seconds", param="keep_alive")
     if math.isnan(seconds):
         raise invalid("'keep_alive' must be a number", param="keep_alive")
-    return math.inf if seconds < 0 else seconds
+    # Negative is Ollama's "forever"; so is anything past a century (no date could say when it ends).
+    return math.inf if seconds < 0 or seconds > FOREVER_SECONDS else seconds
 
 
 # Requests ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from hoshikage import __version__
 from hoshikage.api import keys
 from hoshikage.api.errors import APIError
 from hoshikage.api.body import read_json
-from hoshikage.api.generation import new_id, now, parse_body, run_generation, usage
+from hoshikage.api.generation import new_id, now, parse_body, run_generation, sentence_model_available, usage
 from hoshikage.api.protocol import GenerationRequest, parse_chat_request, parse_completion_request
 from hoshikage.api.tool_answers import tool_answer
 from hoshikage.api.sse import open_event_stream, send_done, send_event
@@ -261,8 +261,6 @@ def _model_object(alias: str, entry) -> dict[str, Any]:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    from hoshikage.api.embeddings import sentence_model_available
-
     entries = request.app[keys.REGISTRY].entries()
     data = [_model_object(alias, entries[alias]) for alias in sorted(entries)]
     name = request.app[keys.SETTINGS].sentence_model_name
@@ -274,6 +272,9 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     alias = request.match_info["model"]
     entry = request.app[keys.REGISTRY].get(alias)
+    if entry is None and alias == request.app[keys.SETTINGS].sentence_model_name and sentence_model_available(
+            request):
+        return web.json_response({"id": alias, "object": "model", "created": 0, "owned_by": "hoshikage"})
     if entry is None:
         raise APIError(404, f"The model '{alias}' does not exist", param="model", code="model_not_found")
     return web.json_response(_model_object(alias, entry))

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hoshikage.engine.llama import LoadOptions, ModelLoadError, PromptTooLong
+from hoshikage.engine.scheduler import QueueFull
 from hoshikage.registry import ModelEntry
 
 log = logging.getLogger("hoshikage.engine")
@@ -30,6 +31,10 @@ POOLING_NAMES = {1: "mean", 2: "cls", 3: "last", 4: "rank"}
 
 class EmptyInput(ValueError):
     """An input that tokenizes to nothing: there is nothing to pool."""
+
+
+class TokenOutOfVocabulary(ValueError):
+    """A token id the model does not have (token-id input)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +123,7 @@ class EmbeddingModel:
             tokens = tokens[:self.context_length]
         bad = next((token for token in tokens if not 0 <= token < self.n_vocab), None)
         if bad is not None:
-            raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.n_vocab - 1})")
+            raise TokenOutOfVocabulary(f"token id {bad} is outside the vocabulary (0..{self.n_vocab - 1})")
         return tokens
 
     def embed(self, inputs: list[list[int]]) -> list:
@@ -153,17 +158,24 @@ class EmbeddingModel:
 
 
 class EmbeddingRunner:
-    """An embedding model's worker, with the parts of a scheduler the model pool relies on."""
+    """An embedding model's worker, with the parts of a scheduler the model pool relies on.
+
+    Requests run one at a time in arrival order; beyond MAX_WAITING waiting ones, QueueFull.
+    """
 
     slots = 1
     cpu_share = None
-    waiting = 0
 
-    def __init__(self, model: EmbeddingModel):
+    def __init__(self, model: EmbeddingModel, max_waiting: int = 32):
         self.model = model
+        self.max_waiting = max_waiting
         self.leases = 0
-        self.running = 0
+        self.running = 0  # requests submitted and not finished: one embedding, the rest waiting
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"embed-{model.entry.alias}")
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.running - 1)
 
     @property
     def busy(self) -> bool:
@@ -173,11 +185,14 @@ class EmbeddingRunner:
         self.leases -= 1
 
     async def embed(self, inputs: list[str | list[int]], truncate: bool) -> Embeddings:
-        """INPUTS (texts or token ids) embedded on the worker; PromptTooLong, EmptyInput, ValueError for bad ones."""
+        """INPUTS (texts or token ids) embedded on the worker; PromptTooLong, EmptyInput, TokenOutOfVocabulary for
+        bad ones, QueueFull when too many wait already."""
         def work() -> Embeddings:
             prepared = self.model.prepare(inputs, truncate)
             return Embeddings(self.model.embed(prepared), sum(map(len, prepared)))
 
+        if self.waiting >= self.max_waiting:
+            raise QueueFull(self.waiting)
         self.running += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, work)

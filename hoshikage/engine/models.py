@@ -179,7 +179,7 @@ class ModelPool:
         if self._on_load is not None:
             self._on_load(entry.alias, time.monotonic() - started)
         if entry.embedding:
-            return EmbeddingRunner(model)
+            return EmbeddingRunner(model, self.max_waiting)
         cpu_share = CpuShare(self.options.threads) if self.options.adaptive_threads else None
         return ModelScheduler(model, self.max_waiting, cpu_share)
 
@@ -189,7 +189,9 @@ class ModelPool:
         self.last_event = f"staging {alias} into the RAM disk: {100 * done // max(total, 1)}%"
 
     async def _unload(self, alias: str) -> None:
-        slot = self._slots.pop(alias)
+        slot = self._slots.pop(alias, None)
+        if slot is None:  # released meanwhile by another path (idle release, eviction, Ollama's unload)
+            return
         reused = slot.scheduler.describe_prompt_cache()["reused_tokens"]
         self._retired_reuse[alias] = self._retired_reuse.get(alias, 0) + reused
         await slot.scheduler.close()
@@ -206,14 +208,15 @@ class ModelPool:
 
     async def unload_idle(self, idle_seconds: float) -> None:
         """Release every model unused for its keep-alive (else IDLE_SECONDS; 0: never), or no longer registered."""
-        now = time.monotonic()
         registered = self.registry.entries()
         for alias, slot in list(self._slots.items()):
-            if slot.scheduler.busy:
-                continue
             keep = slot.keep_alive if slot.keep_alive is not None else (idle_seconds or math.inf)
-            if alias not in registered or now - slot.last_used >= keep:
-                await self._unload(alias)
+            if alias in registered and time.monotonic() - slot.last_used < keep:
+                continue
+            # Unloading another model took awaits: this one may have been unloaded, reloaded or leased since.
+            async with self._loading.setdefault(alias, asyncio.Lock()):
+                if self._slots.get(alias) is slot and not slot.scheduler.busy:
+                    await self._unload(alias)
 
     def keep_alive(self, alias: str, seconds: float | None) -> None:
         """Keep ALIAS loaded SECONDS after its last use (math.inf: while the daemon runs; None: the default)."""

