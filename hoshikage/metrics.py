@@ -66,6 +66,14 @@ HISTOGRAMS = {
     "hoshikage_model_load_seconds": ("Time to load a model (RAM-disk staging included), by model", ("model",),
                                      LOAD_BUCKETS),
 }
+# name -> help, read live from the model pool (live_gauges); labelled by model (and where, for memory)
+GAUGES = {
+    "hoshikage_model_loaded": "1 for each model in memory",
+    "hoshikage_model_memory_bytes": "Memory a loaded model takes, by where (host or gpu)",
+    "hoshikage_queue_depth": "Requests waiting for a model's slots",
+    "hoshikage_busy_slots": "A model's slots generating now",
+    "hoshikage_slots": "A model's slots",
+}
 
 
 class Metrics:
@@ -155,14 +163,7 @@ class Metrics:
         if self.ready_seconds is not None:
             yield GaugeMetricFamily("hoshikage_ready_seconds", "From the latest process's start to READY=1",
                                     value=self.ready_seconds)
-        gauges = {
-            "hoshikage_model_loaded": "1 for each model in memory",
-            "hoshikage_model_memory_bytes": "Memory a loaded model takes, by where (host or gpu)",
-            "hoshikage_queue_depth": "Requests waiting for a model's slots",
-            "hoshikage_busy_slots": "A model's slots generating now",
-            "hoshikage_slots": "A model's slots",
-        }
-        for name, help_text in gauges.items():
+        for name, help_text in GAUGES.items():
             labels = ("model", "where") if name == "hoshikage_model_memory_bytes" else ("model",)
             family = GaugeMetricFamily(name, help_text, labels=labels)
             for values, value in sorted(live.get(name, {}).items()):
@@ -180,9 +181,7 @@ class Metrics:
 def live_gauges(pool) -> dict:
     """The model pool's gauges now, and this process's prompt-cache reuse, keyed as Metrics.collect reads them
     (after the pool is closed: no gauges, and the reuse of every model it had)."""
-    gauges: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in (
-        "hoshikage_model_loaded", "hoshikage_model_memory_bytes", "hoshikage_queue_depth", "hoshikage_busy_slots",
-        "hoshikage_slots")}
+    gauges: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in GAUGES}
     gauges["hoshikage_prompt_cache_reused_tokens"] = {(alias, ): float(tokens)
                                                       for alias, tokens in pool.prompt_cache_reused().items()}
     for model in pool.describe():

@@ -37,6 +37,19 @@ async def call(request: web.Request, function, *args, kind: str = "conversation"
         return await request.app[keys.MEMORY].call(function, *args)
 
 
+async def assemble_context(request: web.Request, conversation_id: str | None, pinned, history, budget: int, model,
+                           param: str) -> Assembly:
+    """memory.service.assemble for MODEL's context, its failures as APIError (PARAM: the history's field)."""
+    from hoshikage.memory.service import assemble
+
+    with memory_errors():
+        try:
+            return await assemble(request.app[keys.MEMORY], conversation_id, pinned, history, budget,
+                                  model.count_chat_tokens, model.count_text_tokens)
+        except ContextTooLong as error:
+            raise context_too_long(error, param) from None
+
+
 def context_too_long(error: ContextTooLong, param: str) -> APIError:
     """400 context_length_exceeded for a history whose newest message alone leaves no room."""
     return invalid(f"The newest message needs {error.prompt_tokens} tokens; this model's context has room for "

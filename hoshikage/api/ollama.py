@@ -135,13 +135,16 @@ def _header(path: str) -> dict[str, Any] | None:
 
 async def running(request: web.Request) -> web.Response:
     pool, settings, activity = request.app[keys.POOL], request.app[keys.SETTINGS], request.app[keys.ACTIVITY]
+    registry = request.app[keys.REGISTRY]
     # A daemon that exits when idle (always, under socket activation) takes every model with it.
     exits_in = math.inf
     if settings.exit_when_idle and settings.idle_timeout_seconds:
         exits_in = settings.idle_timeout_seconds - (0 if activity.in_flight else activity.idle_for())
     models = []
-    for alias, loaded in pool.loaded().items():
-        entry = loaded["entry"]
+    for loaded in pool.describe():
+        alias, entry = loaded["model"], registry.get(loaded["model"])
+        if entry is None:
+            continue  # removed from the registry: released at the next idle check
         left = min(pool.expires_in(alias, settings.idle_timeout_seconds), max(0.0, exits_in))
         expires = "9999-12-31T23:59:59Z" if math.isinf(left) else timestamp(time.time() + left)
         models.append({"name": ollama_name(alias), "model": ollama_name(alias),
@@ -346,9 +349,9 @@ async def embed_texts(request: web.Request) -> web.Response:
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)
                                    or dimensions < 1):
         raise invalid("'dimensions' must be a positive integer", param="dimensions")
-    inputs = [item for item in parse_inputs(value) if isinstance(item, str)] if _texts(value) else None
-    if inputs is None:
+    if not _texts(value):
         raise invalid("'input' must be a string or a list of strings", param="input")
+    inputs = parse_inputs(value)
     outcome = await embed(request, alias, inputs, truncate=truncate, dimensions=dimensions, param="input")
     request["tokens"] = outcome.prompt_tokens
     request.app[keys.POOL].keep_alive(alias, keep_alive)

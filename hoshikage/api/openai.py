@@ -101,19 +101,14 @@ def _chat_prompt(request: web.Request, parsed) -> Callable:
         return plain
 
     async def summarized(model):
-        from hoshikage.api.memory_access import context_too_long, memory_errors, memory_log_fields
+        from hoshikage.api.memory_access import assemble_context, memory_log_fields
         from hoshikage.memory import context
-        from hoshikage.memory.service import HistoryTurn, assemble
+        from hoshikage.memory.service import HistoryTurn
 
         pinned, turns = context.split_pinned(list(parsed.messages))
         history = [HistoryTurn(message["role"], message["content"], None, message) for message in turns]
         budget = context.answer_budget(model.context_length, parsed.max_tokens)
-        with memory_errors():
-            try:
-                assembly = await assemble(request.app[keys.MEMORY], None, pinned, history, budget,
-                                          model.count_chat_tokens, model.count_text_tokens)
-            except context.ContextTooLong as error:
-                raise context_too_long(error, "messages") from None
+        assembly = await assemble_context(request, None, pinned, history, budget, model, "messages")
         request["log_fields"] = memory_log_fields(assembly, None)
         request["tool_family"] = model.tool_family
         return await asyncio.to_thread(model.chat_prompt, assembly.messages, parsed.stop, parsed.tools)

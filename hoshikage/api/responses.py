@@ -22,18 +22,17 @@ from typing import Any
 
 from aiohttp import web
 
-from hoshikage.api import keys
 from hoshikage.api.body import read_json, read_json_object
 from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.generation import parse_body, run_generation, scheduler_for
 from hoshikage.api.tool_answers import tool_answer
 from hoshikage.api.items import function_call_item, list_page, message_item, stored_item
-from hoshikage.api.memory_access import call, context_too_long, memory_errors, memory_log_fields
+from hoshikage.api.memory_access import assemble_context, call, memory_log_fields
 from hoshikage.api.responses_protocol import ResponsesRequest, item_message, parse_input, parse_responses_request
 from hoshikage.api.sse import open_event_stream
 from hoshikage.engine.llama import Chunk
 from hoshikage.memory import context
-from hoshikage.memory.service import HistoryTurn, assemble
+from hoshikage.memory.service import HistoryTurn
 from hoshikage.memory.store import Store, new_conversation_id, new_response_id
 
 FINISH_STATUS = {"length": ("incomplete", {"reason": "max_output_tokens"})}
@@ -126,7 +125,6 @@ class _Turn:
     def __init__(self, request: web.Request, parsed: ResponsesRequest):
         self.request = request
         self.parsed = parsed
-        self.memory = request.app[keys.MEMORY]
         self.created_at = int(time.time())
         self.conversation_id: str | None = None
         self.new_conversation = False
@@ -161,12 +159,8 @@ class _Turn:
         pinned += [{"role": "system", "content": turn.text} for turn in self.history[:leading]]
         budget = context.answer_budget(model.context_length, self.parsed.max_tokens)
         stored = None if self.new_conversation else self.conversation_id
-        with memory_errors():
-            try:
-                self.assembly = await assemble(self.memory, stored, pinned, self.history[leading:], budget,
-                                               model.count_chat_tokens, model.count_text_tokens)
-            except context.ContextTooLong as error:
-                raise context_too_long(error, "input") from None
+        self.assembly = await assemble_context(self.request, stored, pinned, self.history[leading:], budget, model,
+                                               "input")
         self.leading = leading
         kept = self.parsed.store or not self.new_conversation  # else the id names nothing on disk
         self.request["log_fields"] = memory_log_fields(self.assembly, self.conversation_id if kept else None)
@@ -348,12 +342,7 @@ async def compact(request: web.Request) -> web.Response:
         loaded = scheduler.model
         pinned = [{"role": "system", "content": instructions}] if instructions else []
         budget = context.answer_budget(loaded.context_length, None)
-        with memory_errors():
-            try:
-                assembly = await assemble(request.app[keys.MEMORY], conversation_id, pinned, history, budget,
-                                          loaded.count_chat_tokens, loaded.count_text_tokens)
-            except context.ContextTooLong as error:
-                raise context_too_long(error, "input") from None
+        assembly = await assemble_context(request, conversation_id, pinned, history, budget, loaded, "input")
     finally:
         scheduler.release_lease()
     request["log_fields"] = memory_log_fields(assembly, conversation_id)

@@ -29,6 +29,13 @@ MAX_SEQUENCES = 64  # inputs decoded in one batch at most
 POOLING_NAMES = {1: "mean", 2: "cls", 3: "last", 4: "rank"}
 
 
+def embedding_context_length(entry: ModelEntry, options: LoadOptions, trained: int | None) -> int:
+    """One context for the whole model: the registered length, else the trained one up to the daemon's."""
+    if entry.context_length:
+        return entry.context_length
+    return min(trained, options.context_length) if trained and trained > 0 else options.context_length
+
+
 class EmptyInput(ValueError):
     """An input that tokenizes to nothing: there is nothing to pool."""
 
@@ -73,9 +80,7 @@ class EmbeddingModel:
                                  f"{entry.path} ({error})") from None
         # The whole of each input must be in one micro-batch (pooling over a
         # non-causal model sees all its tokens at once): batch = context.
-        trained = model.n_ctx_train()
-        context_length = entry.context_length or (min(trained, options.context_length) if trained > 0
-                                                  else options.context_length)
+        context_length = embedding_context_length(entry, options, model.n_ctx_train())
         context_params = llama_cpp.llama_context_default_params()
         context_params.embeddings = True
         context_params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED  # the GGUF's own

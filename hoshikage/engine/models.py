@@ -13,7 +13,7 @@ from pathlib import Path
 from hoshikage.engine import offload, ramdisk
 from hoshikage.engine.budget import default_budget_bytes, model_shape
 from hoshikage.engine.cpu_share import CpuShare
-from hoshikage.engine.embedding import EmbeddingModel, EmbeddingRunner
+from hoshikage.engine.embedding import EmbeddingModel, EmbeddingRunner, embedding_context_length
 from hoshikage.engine.llama import LoadedModel, LoadOptions, ModelLoadError
 from hoshikage.engine.native import Device, offload_devices
 from hoshikage.engine.scheduler import ModelScheduler
@@ -44,6 +44,11 @@ class BudgetBusy(Exception):
 # Device memory left to the driver, other processes and llama.cpp's own
 # allocations beyond the estimate (llama.cpp's --fit keeps the same margin).
 DEVICE_RESERVE_BYTES = 2**30
+
+
+def _keep(slot, idle_seconds: float) -> float:
+    """Seconds SLOT's model stays loaded unused: its keep-alive, else the idle timeout (0: forever)."""
+    return slot.keep_alive if slot.keep_alive is not None else (idle_seconds or math.inf)
 
 
 @dataclasses.dataclass
@@ -119,10 +124,8 @@ class ModelPool:
     async def _place(self, entry: ModelEntry) -> offload.OffloadPlan:
         """Decide how ENTRY splits between host and GPU, unloading idle models until it fits both budgets."""
         alias = entry.alias
-        # An embedding model has one context, at most its trained length (engine/embedding.py).
-        context_length = entry.context_length or self.options.context_length
-        if entry.embedding and not entry.context_length:
-            context_length = min(entry.gguf.get("context_length") or context_length, context_length)
+        context_length = (embedding_context_length(entry, self.options, entry.gguf.get("context_length"))
+                          if entry.embedding else entry.context_length or self.options.context_length)
         shape = await asyncio.to_thread(model_shape, entry, context_length,
                                         1 if entry.embedding else self.options.slots)
         requested = entry.gpu_layers if entry.gpu_layers is not None else self.options.gpu_layers
@@ -210,8 +213,7 @@ class ModelPool:
         """Release every model unused for its keep-alive (else IDLE_SECONDS; 0: never), or no longer registered."""
         registered = self.registry.entries()
         for alias, slot in list(self._slots.items()):
-            keep = slot.keep_alive if slot.keep_alive is not None else (idle_seconds or math.inf)
-            if alias in registered and time.monotonic() - slot.last_used < keep:
+            if alias in registered and time.monotonic() - slot.last_used < _keep(slot, idle_seconds):
                 continue
             # Unloading another model took awaits: this one may have been unloaded, reloaded or leased since.
             async with self._loading.setdefault(alias, asyncio.Lock()):
@@ -226,24 +228,21 @@ class ModelPool:
     def expires_in(self, alias: str, idle_seconds: float) -> float:
         """Seconds until ALIAS is released if unused (math.inf: never by the timer; IDLE_SECONDS 0 is never)."""
         slot = self._slots[alias]
-        keep = slot.keep_alive if slot.keep_alive is not None else (idle_seconds or math.inf)
+        keep = _keep(slot, idle_seconds)
         if slot.scheduler.busy:
             return keep
         return max(0.0, keep - (time.monotonic() - slot.last_used))
 
-    async def unload(self, alias: str) -> bool:
+    async def unload(self, alias: str) -> None:
         """Release ALIAS now unless it is serving (then at its next idle check, with keep-alive 0)."""
-        slot = self._slots.get(alias)
-        if slot is None:
-            return True
-        lock = self._loading.setdefault(alias, asyncio.Lock())
-        async with lock:
-            if alias in self._slots and not self._slots[alias].scheduler.busy:
+        if alias not in self._slots:
+            return
+        async with self._loading.setdefault(alias, asyncio.Lock()):
+            slot = self._slots.get(alias)
+            if slot is not None and not slot.scheduler.busy:
                 await self._unload(alias)
-                return True
-            if alias in self._slots:
-                self._slots[alias].keep_alive = 0
-        return alias not in self._slots
+            elif slot is not None:
+                slot.keep_alive = 0
 
     def prompt_cache_reused(self) -> dict[str, int]:
         """Prompt tokens each model took from its cache in this process, unloaded instances included."""
@@ -251,14 +250,6 @@ class ModelPool:
         for alias, slot in self._slots.items():
             totals[alias] = totals.get(alias, 0) + slot.scheduler.describe_prompt_cache()["reused_tokens"]
         return totals
-
-    def loaded(self) -> dict[str, dict]:
-        """Each loaded model: its entry, file size, memory and when it was last used (monotonic)."""
-        return {alias: {"entry": slot.scheduler.model.entry, "size_bytes": slot.scheduler.model.file_size,
-                        "host_bytes": slot.plan.host_bytes, "device_bytes": slot.plan.device_bytes,
-                        "context_length": slot.scheduler.model.context_length, "last_used": slot.last_used,
-                        "load_seconds": slot.scheduler.model.load_seconds}
-                for alias, slot in self._slots.items()}
 
     async def close(self) -> None:
         for alias in list(self._slots):
