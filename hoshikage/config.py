@@ -106,6 +106,15 @@ def _memory_overflow(value: Any) -> str:
     return text
 
 
+def _cpu_weight_repack(value: Any) -> str:
+    if isinstance(value, bool):  # YAML reads a bare on/off as a boolean
+        return "on" if value else "off"
+    text = str(value).strip().lower()
+    if text not in {"auto", "on", "off"}:
+        raise ValueError("must be auto, on or off")
+    return text
+
+
 def _listen_list(value: Any) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items:
@@ -234,6 +243,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_invariant", _bool, lambda: True,
            "same greedy text alone or batched: skip llama.cpp's repacked weight kernels, whose "
            "rounding depends on how many tokens share a step"),
+    Option("cpu_weight_repack", _cpu_weight_repack, lambda: "auto",
+           "let llama.cpp repack weights into its CPU-specific buffers: auto (yes, except where it would use "
+           "the AMX buffer type, which crashes: llama.cpp issue #20824), on or off"),
     Option("adaptive_threads", _bool, lambda: True,
            "decode with fewer threads while other programs keep cores busy (un-niced ones), so a busy "
            "machine slows decoding in proportion instead of stalling every step"),
@@ -298,6 +310,7 @@ class Settings:
     memory_budget_mib: int
     gpu_memory_budget_mib: int
     batch_invariant: bool
+    cpu_weight_repack: str
     adaptive_threads: bool
     slots: int
     max_queue: int

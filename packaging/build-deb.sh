@@ -8,9 +8,10 @@
 #   add --dry-run to print the build environment and stop.
 # Installs the build dependencies (Debian 12), then dpkg-buildpackage -us -uc -b.
 # The Python dependencies are bundled by dh-virtualenv from
-# packaging/requirements-daemon.txt; pip's cache keeps the compiled
-# llama-cpp-python wheel, so only the first build compiles it. Each flavour
-# has a cache of its own, so a CUDA build never gets the CPU wheel back.
+# packaging/requirements-daemon.txt. The CPU flavour installs the portable
+# llama-cpp-python wheel of packaging/llama-wheel.sh (built once, shared with
+# the development virtualenv); the CUDA flavour compiles its own, with a pip
+# cache of its own, so it never gets the CPU wheel back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +53,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if [ "$flavour" = cpu ]; then
+  # The portable llama-cpp-python wheel (packaging/llama-wheel.sh): the package runs on any
+  # x86-64 CPU, and a checkout that already built it for its virtualenv does not compile again.
+  PIP_FIND_LINKS="$(packaging/llama-wheel.sh) ${PIP_FIND_LINKS:-}"
+  export PIP_FIND_LINKS
 fi
 dpkg-buildpackage -us -uc -b
 mkdir -p "$out"

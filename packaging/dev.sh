@@ -5,7 +5,8 @@
 #   packaging/dev.sh setup                              install only
 # Installs Debian's build dependencies (with sudo when not root), a virtualenv
 # in .venv built on Debian's /usr/bin/python3, and the pinned Python packages.
-# llama-cpp-python compiles from source once; pip's wheel cache keeps it.
+# llama-cpp-python compiles from source once, as a portable wheel that the .deb and
+# the container image use too (packaging/llama-wheel.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,9 +14,9 @@ APT_PACKAGES=(python3 python3-venv python3-dev build-essential cmake pkg-config 
 # The tests also boot Debian 12 containers (systemd-container, debootstrap),
 # build and check the .deb (debhelper, dh-virtualenv, dpkg-dev, lintian), and
 # build and run the container image (podman, podman-compose; runc, see
-# tests/system/test_container_image.py).
+# tests/system/test_container_image.py), and run the .deb on an older CPU (qemu-user).
 TEST_APT_PACKAGES=(systemd-container debootstrap util-linux debhelper dh-virtualenv dpkg-dev lintian
-                   podman podman-compose runc iptables)
+                   podman podman-compose runc iptables qemu-user)
 
 install_apt_packages() {
   local missing=()
@@ -32,11 +33,16 @@ install_apt_packages() {
 
 install_python_packages() {
   [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
-  local stamp=.venv/.installed-$(cat packaging/requirements-dev.txt setup.cfg | sha256sum | cut -c1-16)
+  local stamp=.venv/.installed-$(cat packaging/requirements-dev.txt setup.cfg packaging/llama-wheel.sh |
+                                 sha256sum | cut -c1-16)
   [ -e "$stamp" ] && return
-  echo "installing Python packages into .venv (llama-cpp-python compiles once, ~6 min on 2 cores)" >&2
+  local wheels
+  wheels=$(packaging/llama-wheel.sh)
+  echo "installing Python packages into .venv" >&2
   .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/pip install --quiet --disable-pip-version-check -r packaging/requirements-dev.txt
+  # Replaces a llama-cpp-python of the same version built another way (an older checkout's native build).
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$wheels"/llama_cpp_python-*.whl
+  .venv/bin/pip install --quiet --disable-pip-version-check --find-links "$wheels" -r packaging/requirements-dev.txt
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
   rm -f .venv/.installed-*
   touch "$stamp"

@@ -46,7 +46,18 @@ def embedding_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def embedding_gguf(embedding_model_dir) -> Path:
-    """all-MiniLM-L6-v2 as a GGUF embedding model (BERT, mean pooling, F32), converted once and cached.
+    """all-MiniLM-L6-v2 as a GGUF embedding model (BERT, mean pooling, F32), converted once and cached."""
+    return convert_embedding_model(embedding_model_dir, "f32")
+
+
+@pytest.fixture(scope="session")
+def embedding_gguf_q8(embedding_model_dir) -> Path:
+    """The same model quantised to Q8_0: quantised weights are what llama.cpp repacks (issue 20)."""
+    return convert_embedding_model(embedding_model_dir, "q8_0")
+
+
+def convert_embedding_model(model_dir: Path, outtype: str) -> Path:
+    """MODEL_DIR converted to GGUF with OUTTYPE, once, cached under ~/.cache/hoshikage-test.
 
     No GGUF embedding model is packaged on PyPI; the converter is llama.cpp's own, from the
     llama.cpp tree vendored in llama-cpp-python's sdist (the version installed here), run as a tool.
@@ -56,7 +67,7 @@ def embedding_gguf(embedding_model_dir) -> Path:
 
     version = importlib.metadata.version("llama-cpp-python")
     cache = Path.home() / ".cache" / "hoshikage-test"
-    model = cache / f"all-minilm-l6-v2-f32-{version}.gguf"
+    model = cache / f"all-minilm-l6-v2-{outtype}-{version}.gguf"
     if model.exists():
         return model
     tools = cache / f"llama.cpp-convert-{version}"
@@ -76,7 +87,7 @@ def embedding_gguf(embedding_model_dir) -> Path:
                     target.write_bytes(sdist.extractfile(member).read())
         (tools / ".complete").touch()
     partial = model.with_suffix(".partial")
-    subprocess.run([sys.executable, str(tools / "convert_hf_to_gguf.py"), str(embedding_model_dir), "--outtype", "f32",
+    subprocess.run([sys.executable, str(tools / "convert_hf_to_gguf.py"), str(model_dir), "--outtype", outtype,
                     "--outfile", str(partial)], check=True, capture_output=True,
                    env={**os.environ, "PYTHONPATH": str(tools / "gguf-py"), "HF_HUB_OFFLINE": "1"})
     partial.rename(model)
@@ -117,7 +128,7 @@ class Daemon:
     """A real `hoshikage serve` process, ready when it says READY=1 over sd_notify."""
 
     def __init__(self, state_dir: Path, extra_env: dict[str, str] | None = None, *args: str,
-                 launcher: tuple[str, ...] = ("-m", "hoshikage")):
+                 launcher: tuple[str, ...] = ("-m", "hoshikage"), python: tuple[str, ...] = (sys.executable,)):
         self.state_dir = state_dir
         self.port = free_tcp_port()
         self.unix_path = state_dir / "hoshikage.sock"
@@ -129,7 +140,7 @@ class Daemon:
         env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), **(extra_env or {})}
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, *launcher, "--state-dir", str(state_dir), "serve",
+            [*python, *launcher, "--state-dir", str(state_dir), "serve",
              "--listen", f"tcp:127.0.0.1:{self.port}", "--listen", f"unix:{self.unix_path}", *args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
         )

@@ -16,7 +16,7 @@ from hoshikage.api.auth import api_key_middleware
 from hoshikage.api.connections import ConnectionGuard
 from hoshikage.api.errors import error_middleware
 from hoshikage.config import Settings
-from hoshikage.engine import native
+from hoshikage.engine import cpu_weights, native
 from hoshikage.engine.llama import LoadOptions
 from hoshikage.engine.models import ModelPool
 from hoshikage.memory.service import Memory, MemorySettings
@@ -40,11 +40,15 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[keys.ACTIVITY] = Activity()
     app[keys.CONNECTIONS] = ConnectionGuard(settings.connection_idle_seconds, settings.max_connections)
     metrics = app[keys.METRICS] = Metrics(live=lambda: live_gauges(app[keys.POOL]))
+    repack = app[keys.CPU_WEIGHTS] = cpu_weights.for_this_host(settings.cpu_weight_repack)
+    log.info("repacked CPU weights %s: %s", "allowed" if repack.allowed else "off", repack.reason,
+             extra={"CPU_WEIGHT_REPACK": repack.journal_value})
     app[keys.POOL] = ModelPool(registry, LoadOptions(
         context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads,
         flash_attn=settings.flash_attn,
         prompt_cache_min_tokens=settings.prompt_cache_min_tokens, slots=settings.slots,
-        batch_invariant=settings.batch_invariant, adaptive_threads=settings.adaptive_threads),
+        batch_invariant=settings.batch_invariant, weight_repack=repack.allowed,
+        adaptive_threads=settings.adaptive_threads),
         settings.ramdisk_path,
         max_waiting=settings.max_queue, budget_bytes=settings.memory_budget_mib * 2**20,
         devices=native.device_report, device_budget_bytes=settings.gpu_memory_budget_mib * 2**20,

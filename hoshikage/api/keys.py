@@ -7,6 +7,7 @@ from aiohttp import web
 from hoshikage.activity import Activity
 from hoshikage.api.connections import ConnectionGuard
 from hoshikage.config import Settings
+from hoshikage.engine.cpu_weights import RepackDecision
 from hoshikage.engine.models import ModelPool
 from hoshikage.memory.service import Memory
 from hoshikage.metrics import Metrics
@@ -19,3 +20,4 @@ ACTIVITY = web.AppKey("activity", Activity)
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)
 MEMORY = web.AppKey("memory", Memory)
 METRICS = web.AppKey("metrics", Metrics)
+CPU_WEIGHTS = web.AppKey("cpu_weights", RepackDecision)

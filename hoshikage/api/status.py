@@ -6,6 +6,7 @@ from aiohttp import web
 
 from hoshikage import __version__
 from hoshikage.api import keys
+from hoshikage.engine import native
 
 
 async def health(request: web.Request) -> web.Response:
@@ -26,6 +27,8 @@ async def status(request: web.Request) -> web.Response:
         # llama.cpp's devices, memory as they report it now; the GPU budget the pool places models in.
         "devices": request.app[keys.POOL].describe_devices(),
         "gpu_memory_budget_bytes": request.app[keys.POOL].device_budget_bytes,
+        # llama.cpp's CPU backend (a portable build's chosen variant) and the weight-repacking rule.
+        "cpu": {**native.cpu_backend(), "weight_repack": request.app[keys.CPU_WEIGHTS].describe()},
         "registered_models": sorted(request.app[keys.REGISTRY].entries()),
         "queue": {
             "in_flight_requests": activity.in_flight,

@@ -69,10 +69,14 @@ class EmbeddingModel:
         import llama_cpp
         from llama_cpp import _internals
 
+        from hoshikage.engine.native import load_backends
+
+        load_backends()
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         started = time.monotonic()
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = gpu_layers
+        model_params.use_extra_bufts = options.repacks_weights(embedding=True)
         try:
             model = _internals.LlamaModel(path_model=str(path or entry.path), params=model_params, verbose=False)
         except (ValueError, RuntimeError) as error:

@@ -68,7 +68,18 @@ class LoadOptions:
     prompt_cache_min_tokens: int = 256
     slots: int = 4
     batch_invariant: bool = True
+    weight_repack: bool = False  # what engine/cpu_weights.py allows on this host; off unless it says so
     adaptive_threads: bool = True  # fewer threads while other programs keep cores busy (cpu_share.py)
+
+    def repacks_weights(self, embedding: bool) -> bool:
+        """Whether a model's weights go into llama.cpp's repacked CPU buffers.
+
+        Only where the host's rule allows it (engine/cpu_weights.py), and for chat
+        models not while batch_invariant holds: repacked weights use one kernel for
+        a single row and another for blocks of rows, which round differently, so a
+        request's tokens would depend on how many other requests share the step.
+        """
+        return self.weight_repack and (embedding or not self.batch_invariant)
 
 
 # Tokens evaluated in one step at most: a long prompt is taken in pieces of
@@ -107,15 +118,15 @@ class LoadedModel:
         import llama_cpp
         from llama_cpp import _internals
 
+        from hoshikage.engine.native import load_backends
+
+        load_backends()
         # llama.cpp logs through this logger; below ERROR it writes every tensor it loads.
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         started = time.monotonic()
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = gpu_layers
-        # Repacked weights use one kernel for a single row and another for blocks
-        # of rows, which round differently: a request's tokens would come out a
-        # little different depending on how many other requests share the step.
-        model_params.use_extra_bufts = not options.batch_invariant
+        model_params.use_extra_bufts = options.repacks_weights(embedding=False)
         context_length = entry.context_length or options.context_length
         context_params = llama_cpp.llama_context_default_params()
         context_params.n_ctx = context_length * options.slots

@@ -168,7 +168,9 @@ class ModelPool:
         if self.ramdisk_path is not None:
             path = await asyncio.to_thread(ramdisk.stage, path, self.ramdisk_path,
                                            lambda done, total: self._staging(entry.alias, done, total))
-        log.info("loading model %s from %s", entry.alias, path, extra={"MODEL": entry.alias})
+        repacked = self.options.repacks_weights(entry.embedding)
+        log.info("loading model %s from %s (repacked CPU weights: %s)", entry.alias, path, "yes" if repacked else "no",
+                 extra={"MODEL": entry.alias, "CPU_WEIGHT_REPACK": "on" if repacked else "off"})
         self.last_event = f"loading {entry.alias}"
         kind = EmbeddingModel if entry.embedding else LoadedModel
         try:

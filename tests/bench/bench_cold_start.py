@@ -28,7 +28,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.activation import Activator  # noqa: E402
-from tests.bench.peers import free_port, model_and_llama_server  # noqa: E402
+from tests.bench.peers import free_port, model_and_llama_server, no_repack  # noqa: E402
 from hoshikage.hardware import physical_core_count  # noqa: E402
 
 PROMPT = "Once upon a time"
@@ -54,9 +54,10 @@ def llama_server_cold(binary: Path, model: Path, threads: int, drop: bool) -> fl
     if drop:
         drop_page_cache()
     port = free_port()
+    plain_weights = no_repack()  # asked before the clock starts: it loads llama.cpp in this process
     started = time.perf_counter()
     process = subprocess.Popen([str(binary), "-m", str(model), "-t", str(threads), "-c", "2048",
-                                "--port", str(port), "--host", "127.0.0.1"],
+                                "--port", str(port), "--host", "127.0.0.1", *plain_weights],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while True:  # llama-server says 503 until the model is loaded: nothing to wait on but polling

@@ -84,13 +84,22 @@ def hoshikage_server(model: Path, threads: int, ctx: int, slots: int = 1, env: d
 def llama_server(binary: Path, model: Path, threads: int, ctx: int, parallel: int = 1, *extra: str):
     port = free_port()
     command = [str(binary), "-m", str(model), "-t", str(threads), "-tb", str(threads),
-               "-c", str(ctx * parallel), "-np", str(parallel), "--port", str(port), "--host", "127.0.0.1", *extra]
+               "-c", str(ctx * parallel), "-np", str(parallel), "--port", str(port), "--host", "127.0.0.1",
+               *no_repack(), *extra]
     return running(command, f"http://127.0.0.1:{port}/health"), port
+
+
+def no_repack() -> list[str]:
+    """llama-server's flag for plain weights where Hoshikage's rule keeps them plain (an AMX host: issue 20)."""
+    from tests.llama_reference import repack_allowed
+
+    return [] if repack_allowed() else ["--no-repack"]
 
 
 def llama_cpp_python_server(model: Path, threads: int, ctx: int):
     port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "bench",
+    # llama_cpp.server itself, with its weights loaded under the same rule (tests/llama_reference.py).
+    command = [sys.executable, "-m", "tests.llama_reference", "--model", str(model), "--model_alias", "bench",
                "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(ctx),
                "--port", str(port), "--host", "127.0.0.1"]
     return running(command, f"http://127.0.0.1:{port}/v1/models"), port
@@ -141,9 +150,9 @@ def model_and_llama_server() -> tuple[Path, Path]:
 
 def in_process(model: Path, threads: int, ctx: int, prompts: list[str], max_tokens: int) -> list[Timing]:
     """llama-cpp-python called directly: the floor any Python server sits on."""
-    import llama_cpp
+    from tests.llama_reference import reference_llama
 
-    llm = llama_cpp.Llama(model_path=str(model), n_ctx=ctx, n_threads=threads, n_threads_batch=threads,
+    llm = reference_llama(model_path=str(model), n_ctx=ctx, n_threads=threads, n_threads_batch=threads,
                           verbose=False)
     timings = []
     for prompt in prompts:

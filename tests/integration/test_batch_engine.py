@@ -10,15 +10,14 @@ from hoshikage.engine.llama import BATCH_TOKENS, LoadedModel, LoadOptions
 from hoshikage.engine.sampling import SamplingParams
 from hoshikage.engine.scheduler import ModelScheduler
 from hoshikage.registry import ModelEntry
+from tests.llama_reference import repack_allowed, reference_llama
 
 CONTEXT = 2048
 
 
 @pytest.fixture(scope="module")
 def reference(gemma_path):
-    import llama_cpp
-
-    llm = llama_cpp.Llama(model_path=str(gemma_path), n_ctx=CONTEXT, n_batch=BATCH_TOKENS, n_threads=2,
+    llm = reference_llama(model_path=str(gemma_path), n_ctx=CONTEXT, n_batch=BATCH_TOKENS, n_threads=2,
                           flash_attn=True, verbose=False)
     yield llm
     llm.close()
@@ -26,11 +25,12 @@ def reference(gemma_path):
 
 def _load(gemma_path, **options) -> LoadedModel:
     entry = ModelEntry("gemma", str(gemma_path), CONTEXT, None, "gemma", False, 0.0, None)
+    options = {"weight_repack": repack_allowed(), **options}
     return LoadedModel.load(entry, LoadOptions(context_length=CONTEXT, gpu_layers=0, threads=2, **options))
 
 
 def _generate(gemma_path, tokens: list[int], max_tokens: int) -> str:
-    # Repacked weights, as llama-cpp-python's Llama uses them, so the numerics match.
+    # Repacked weights where the host allows them, as the reference Llama loads them, so the numerics match.
     model = _load(gemma_path, slots=2, batch_invariant=False)
 
     async def run() -> str:

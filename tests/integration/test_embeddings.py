@@ -9,6 +9,8 @@ import numpy as np
 import openai
 import pytest
 
+from tests.llama_reference import reference_llama
+
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "星影は静かに待つ", "Sockets wake the daemon.",
          "A tmpfs keeps hot models in memory between runs."]
 
@@ -20,9 +22,7 @@ def cosine(left, right) -> float:
 
 @pytest.fixture(scope="module")
 def direct_llama(embedding_gguf):
-    import llama_cpp
-
-    model = llama_cpp.Llama(str(embedding_gguf), embedding=True, n_ctx=512, verbose=False)
+    model = reference_llama(str(embedding_gguf), embedding=True, n_ctx=512, verbose=False)
     yield model
     model.close()
 

@@ -126,9 +126,9 @@ def test_models(client):
 @pytest.fixture(scope="module")
 def gemma_vocab(gemma_path):
     """The gemma tokenizer alone, to name token ids the way a client would look them up."""
-    import llama_cpp
+    from tests.llama_reference import reference_llama
 
-    return llama_cpp.Llama(model_path=str(gemma_path), vocab_only=True, verbose=False)
+    return reference_llama(model_path=str(gemma_path), vocab_only=True, verbose=False)
 
 
 @pytest.mark.parametrize("temperature", [0, 1.0])  # the greedy shortcut and llama.cpp's sampler chain

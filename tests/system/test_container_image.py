@@ -70,8 +70,12 @@ def base_image(podman_env) -> str:
 def image(podman_env, base_image, tmp_path_factory) -> str:
     """The image from packaging/docker/Dockerfile, with this tree's package and pinned wheels."""
     wheels = tmp_path_factory.mktemp("image-wheels")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), "--constraint",
-                    str(REPO / "packaging" / "requirements-daemon.txt"), str(REPO)], check=True, cwd=REPO)
+    # llama-cpp-python: the portable wheel the virtualenv and the .deb use (packaging/llama-wheel.sh).
+    portable = subprocess.run(["packaging/llama-wheel.sh"], check=True, cwd=REPO, capture_output=True,
+                              text=True).stdout.strip()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), "--find-links",
+                    portable, "--constraint", str(REPO / "packaging" / "requirements-daemon.txt"), str(REPO)],
+                   check=True, cwd=REPO)
     started = time.monotonic()
     podman(podman_env, "build", "--pull=never", "--format", "docker", "--isolation", "chroot",
            "-f", "packaging/docker/Dockerfile", "--build-arg", f"BASE={base_image}",

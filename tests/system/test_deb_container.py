@@ -252,3 +252,38 @@ def test_the_memory_package_gives_apt_users_memory_and_leaves_plain_chat_when_re
         assert status == 404, (status, error)  # no sentence model without sentence-transformers
     finally:
         machine.stop()
+
+
+# An x86-64-v2 CPU: SSE4.2, no AVX, AVX2 or AVX-512 (numpy's wheels need v2 at least).
+OLD_CPU = "Nehalem"
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None and os.environ.get("CI") != "true",
+                    reason="needs qemu-x86_64 (Debian's qemu-user)")
+def test_the_package_runs_on_a_cpu_older_than_the_build_machine(deb, gemma_path, tmp_path):
+    """The package's llama.cpp is portable: under qemu emulating a CPU without AVX, its daemon answers."""
+    from tests.conftest import Daemon, register
+
+    root = tmp_path / "root"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    python = root / "usr" / "lib" / "hoshikage" / "bin" / "python3"  # the package's virtualenv
+    state = tmp_path / "state"
+    state.mkdir()
+    register(state, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "256")
+    # -P: the package's own hoshikage and llama.cpp, not this checkout's.
+    daemon = Daemon(state, {"HOSHIKAGE_THREADS": "2", "HOSHIKAGE_SLOTS": "1"}, "--no-embedded-model",
+                    launcher=("-P", "-m", "hoshikage"), python=("qemu-x86_64", "-cpu", OLD_CPU, str(python)))
+    try:
+        import httpx
+
+        with httpx.Client(base_url=daemon.base_url, timeout=600) as http:
+            answer = http.post("/v1/chat/completions", json={
+                "model": "gemma", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["usage"]["completion_tokens"] >= 1
+            cpu = http.get("/v1/status").json()["cpu"]
+    finally:
+        daemon.stop()
+    assert cpu["variant"] == "sse42", cpu  # the best of the package's variants that this CPU runs
+    assert "AVX" not in cpu["features"] and cpu["features"].get("SSSE3") == "1", cpu
+    assert "llama.cpp CPU backend: sse42" in daemon.log_text()
