@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import stat
+import threading
 from pathlib import Path
 
 from aiohttp import web
@@ -25,6 +26,11 @@ from hoshikage.registry import Registry
 log = logging.getLogger("hoshikage.daemon")
 
 DEFAULT_KEEPALIVE_SECONDS = 75  # aiohttp's own default
+# A stop (SIGTERM, SIGINT, the idle exit) ends the process within STOP_TIMEOUT_SECONDS whatever requests are
+# doing: they get STOP_GRACE_SECONDS to finish, then are cancelled; a watchdog exits if that is not enough.
+STOP_GRACE_SECONDS = 5.0
+STOP_TIMEOUT_SECONDS = 10.0
+EXIT_STOP_TIMEOUT = 70  # EX_SOFTWARE: the stop was not clean (a stop systemd asked for is not restarted)
 
 
 def serve(settings: Settings) -> int:
@@ -54,8 +60,10 @@ async def _serve(settings: Settings) -> int:
     # cancels its generation at the next token instead of running to the end.
     # auto_decompress off: api/body.py decodes Content-Encoding itself, so a
     # body that lies about it is a 400 and not a broken connection.
+    # shutdown_timeout: requests still running at a stop are cancelled after this long, well inside the
+    # watchdog's STOP_TIMEOUT_SECONDS.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=keepalive,
-                           handle_signals=False, auto_decompress=False)
+                           handle_signals=False, auto_decompress=False, shutdown_timeout=STOP_GRACE_SECONDS)
     await runner.setup()
     shape_parser_errors(runner.server)
     app[keys.CONNECTIONS].attach(runner.server)
@@ -73,12 +81,28 @@ async def _serve(settings: Settings) -> int:
     reason = await _run_until_exit(runner, sites, app, settings, signalled)
 
     systemd.notify("STOPPING=1", f"STATUS=stopping: {reason}")
-    if reason == "idle":
+    if reason == "idle":  # bounded by the keep-alive; what arrived in the last moment is answered
         await lifecycle.drain(runner, app[keys.ACTIVITY], grace_seconds=keepalive)
+    _exit_if_stuck(STOP_TIMEOUT_SECONDS, reason)
     await runner.cleanup()  # stops accepting, lets requests finish, frees models
     log.info("exiting: %s after serving %d requests", reason, app[keys.ACTIVITY].served,
              extra={"EVENT": "exit", "EXIT_REASON": reason})
     return 0
+
+
+def _exit_if_stuck(timeout: float, reason: str) -> None:
+    """A watchdog for the stop: if the graceful path has not ended the process within TIMEOUT seconds (a
+    request stuck in llama.cpp, a wedged thread), exit anyway, non-zero, so that a stop never hangs and
+    systemd starts a fresh daemon on the next connection (issue 21)."""
+    def stuck() -> None:
+        log.error("stopping (%s) took more than %g s; exiting without finishing the stop", reason, timeout,
+                  extra={"EVENT": "exit", "EXIT_REASON": "stop timeout"})
+        logging.shutdown()
+        os._exit(EXIT_STOP_TIMEOUT)
+
+    watchdog = threading.Timer(timeout, stuck)
+    watchdog.daemon = True  # a clean exit does not wait for it
+    watchdog.start()
 
 
 def _catch_stop_signals() -> asyncio.Future:

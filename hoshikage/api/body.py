@@ -3,7 +3,11 @@
 A client's mistake is never a 500: a body that does not decode as its
 Content-Encoding says, an encoding we do not decode, invalid UTF-8 or JSON,
 NaN or Infinity (not JSON, though Python's parser takes them), a key given
-twice (which value was meant?), nesting deeper than MAX_DEPTH. A body too
+twice (which value was meant?), nesting deeper than MAX_DEPTH, text that is not
+valid Unicode (a lone surrogate, from a ``\ud800`` escape or raw bytes Python's
+parser lets through, would fail later in every UTF-8 encoder: the tokenizer,
+the store, the SSE writer). Every surface reads its body here, so each of
+those is refused once, at the door, naming the field. A body too
 large, compressed or not, is 413; one that takes longer than
 body_timeout_seconds to arrive is 408 (api/connections.py bounds the rest).
 
@@ -74,8 +78,12 @@ async def read_json(request: web.Request) -> Any:
     except (ValueError, UnicodeDecodeError):
         raise invalid("We could not parse the JSON body of your request. Send valid JSON "
                       "with Content-Type: application/json.") from None
-    if _depth(body) > MAX_DEPTH:
+    depth, unencodable = _inspect(body)
+    if depth > MAX_DEPTH:
         raise _too_deep()
+    if unencodable is not None:
+        raise invalid(f"The text at '{unencodable}' is not valid Unicode (it contains a lone surrogate); send "
+                      "UTF-8 text", param=unencodable, code="invalid_unicode")
     return body
 
 
@@ -113,17 +121,54 @@ def _too_deep() -> APIError:
     return invalid(f"The JSON body is nested more than {MAX_DEPTH} levels deep", code="too_deeply_nested")
 
 
-def _depth(value: Any) -> int:
-    """How deeply VALUE nests arrays and objects, without recursion."""
+def _inspect(value: Any) -> tuple[int, str | None]:
+    """How deeply VALUE nests arrays and objects, and the path of a string (or key) that cannot be encoded as
+    UTF-8 (None: all can); without recursion, stopping early at either. Paths are only spelled out once a bad
+    string is found: a large body of numbers costs no strings."""
     deepest = 0
     stack = [(value, 1)]
     while stack:
         item, level = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
+        if isinstance(item, str):
+            if not _encodable(item):
+                return deepest, _path_of_unencodable(value)
+            continue
+        if isinstance(item, dict):
+            if not all(_encodable(key) for key in item):
+                return deepest, _path_of_unencodable(value)
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
             continue
         deepest = max(deepest, level)
         if deepest > MAX_DEPTH:
             break
         stack.extend((child, level + 1) for child in children)
-    return deepest
+    return deepest, None
+
+
+def _path_of_unencodable(value: Any) -> str:
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str) and not _encodable(item):
+            return path or "body"
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not _encodable(key):
+                    return f"{path or 'body'} (a key)"
+                stack.append((child, f"{path}.{key}" if path else key))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+    return "body"
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -55,6 +55,9 @@ class APIError(Exception):
         return response
 
 
+CLIENT_CLOSED = 499  # nginx's "client closed request": the status logged for a client that left
+
+
 def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
 
@@ -75,11 +78,13 @@ def _from_http_exception(error: web.HTTPException) -> APIError:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler):
+    from hoshikage.api.sse import end_failed_stream
+
     ollama = request.path.startswith("/api/")  # Ollama's API: its own error shape
     try:
         return await handler(request)
     except APIError as error:
-        return error.response(ollama)
+        return await end_failed_stream(request, error) or error.response(ollama)
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -87,7 +92,13 @@ async def error_middleware(request: web.Request, handler):
         if error.status == 404:
             api_error.message = f"Unknown request URL: {request.method} {request.path}"
         return api_error.response(ollama)
+    except ConnectionResetError:
+        # The client closed its end (mid-body or mid-stream): nobody is left to answer, and it is no bug.
+        log.debug("client went away during %s %s", request.method, request.path)
+        response = web.Response(status=CLIENT_CLOSED)
+        response.force_close()
+        return response
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
-        return APIError(500, "The server had an internal error; see the daemon's log",
-                        error_type="server_error").response(ollama)
+        error = APIError(500, "The server had an internal error; see the daemon's log", error_type="server_error")
+        return await end_failed_stream(request, error) or error.response(ollama)

@@ -23,7 +23,7 @@ from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.protocol import GenerationRequest
 from hoshikage.engine.llama import Chunk, LoadedModel, ModelLoadError, Prompt, PromptTooLong
 from hoshikage.engine.models import BudgetBusy, ModelTooLarge, UnknownModel
-from hoshikage.engine.sampling import GrammarError, check_grammar
+from hoshikage.engine.sampling import GrammarError, GrammarTooCostly, check_grammar
 from hoshikage.engine.scheduler import GenerationFailed, QueueFull, TooManyChoices
 
 log = logging.getLogger("hoshikage.api")
@@ -34,8 +34,10 @@ RETRY_AFTER_QUEUE_FULL = 2
 RETRY_AFTER_QUEUE_TIMEOUT = 10
 
 
-def parse_body(body: Any, parse: Callable[[Any], GenerationRequest]) -> GenerationRequest:
-    parsed = parse(body)
+async def parse_body(body: Any, parse: Callable[[Any], GenerationRequest]) -> GenerationRequest:
+    """PARSE(BODY) on a worker thread: a schema becomes a grammar there (engine/structured.py), which is work
+    whose size the client controls, bounded but never for the event loop."""
+    parsed = await asyncio.to_thread(parse, body)
     if parsed.ignored_fields:
         log.debug("ignoring unknown request fields: %s", ", ".join(parsed.ignored_fields))
     return parsed
@@ -115,6 +117,8 @@ async def run_generation(
                 metrics.count("hoshikage_generated_tokens", (parsed.model,), chunk.completion_tokens)
             yield chunk
     except GenerationFailed as error:
+        if isinstance(error.__cause__, GrammarTooCostly):
+            raise invalid(str(error), param=grammar_param(parsed), code="unsupported_schema") from None
         raise APIError(500, f"Generation failed: {error}", error_type="server_error") from None
     finally:
         stream.cancel()  # no-op when it finished; stops it when we leave early
@@ -142,7 +146,7 @@ async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[
                       f"(0..{vocabulary - 1})", param="logit_bias")
     if parsed.sampling.grammar is not None:
         try:
-            check_grammar(scheduler.model.model.vocab, parsed.sampling.grammar)
+            await asyncio.to_thread(check_grammar, scheduler.model.model.vocab, parsed.sampling.grammar)
         except GrammarError:
             raise invalid("The grammar made from 'response_format' is not one llama.cpp accepts",
                           param="response_format", code="unsupported_schema") from None
@@ -154,6 +158,11 @@ async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[
     except QueueFull as full:
         raise APIError(429, f"The model '{parsed.model}' is busy ({full.args[0]} requests waiting); retry shortly",
                        code="queue_full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)}) from None
+
+
+def grammar_param(parsed: GenerationRequest) -> str:
+    """The request field whose schema became the grammar (a forced tool call's, or the answer's format)."""
+    return "tools" if getattr(parsed, "tool_choice", "auto") not in ("auto", "none") else "response_format"
 
 
 def prompt_param(parsed: GenerationRequest) -> str:

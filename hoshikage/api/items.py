@@ -44,7 +44,9 @@ def list_page(request: web.Request, items: list[dict[str, Any]]) -> dict[str, An
     if order not in ("asc", "desc"):
         raise invalid("'order' must be 'asc' or 'desc'", param="order")
     limit_text = request.query.get("limit", str(DEFAULT_PAGE))
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+    if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 3
+            and 1 <= int(limit_text) <= MAX_PAGE):
         raise invalid(f"'limit' must be an integer from 1 to {MAX_PAGE}", param="limit")
     ordered = list(reversed(items)) if order == "desc" else list(items)
     after = request.query.get("after")

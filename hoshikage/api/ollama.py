@@ -33,6 +33,7 @@ from hoshikage.api.ollama_protocol import (chat_messages, details, digest, done_
                                            ollama_name, parse_keep_alive, request_body, resolve_name, timestamp,
                                            tool_calls_out, unknown_options)
 from hoshikage.api.protocol import parse_chat_request, parse_completion_request
+from hoshikage.api.sse import started_stream
 from hoshikage.api.tool_answers import tool_answer
 from hoshikage.engine.llama import Chunk
 
@@ -176,7 +177,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     openai["messages"] = chat_messages(messages)
     if body.get("tools"):
         openai["tools"] = body["tools"]
-    parsed = dataclasses.replace(parse_body(openai, parse_chat_request), stream=_streams(body))
+    parsed = dataclasses.replace(await parse_body(openai, parse_chat_request), stream=_streams(body))
     parsed = dataclasses.replace(parsed, stop=parsed.stop + stop)
 
     def prompt(model):
@@ -207,13 +208,13 @@ async def generate(request: web.Request) -> web.StreamResponse:
         raise invalid("'system' must be a string", param="system")
     if body.get("raw"):  # the prompt as written, no template
         openai["prompt"] = text
-        parsed = parse_body(openai, parse_completion_request)
+        parsed = await parse_body(openai, parse_completion_request)
         parsed = dataclasses.replace(parsed, stream=_streams(body), stop=parsed.stop + stop)
         return await _generate(request, exchange, parsed, lambda model: model.completion_prompt(parsed.prompt,
                                                                                                 parsed.stop))
     openai["messages"] = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": text}]
-    parsed = parse_body(openai, parse_chat_request)
+    parsed = await parse_body(openai, parse_chat_request)
     parsed = dataclasses.replace(parsed, stream=_streams(body), stop=parsed.stop + stop)
     return await _generate(request, exchange, parsed, lambda model: model.chat_prompt(parsed.messages, parsed.stop))
 
@@ -264,24 +265,19 @@ async def _generate(request: web.Request, exchange: _Exchange, parsed, prompt) -
         response = web.StreamResponse(headers={"Content-Type": NDJSON, "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
+        started_stream(request, response, lambda stream, error: _write(stream, {"error": error.message}))
     # With tools, a call is known only once the answer is complete: it comes whole, in the last line.
     streaming_text = response is not None and not parsed.calls_tools
     if streaming_text and first.text:
         await _write(response, _line(exchange, first.text))
-    try:
-        async for chunk in chunks:
-            if chunk.text:
-                pieces.append(chunk.text)
-                if streaming_text:
-                    await _write(response, _line(exchange, chunk.text))
-            if chunk.finish_reason is not None:
-                final = chunk
-    except APIError as error:  # after the first line the status is sent: Ollama reports it in the stream
-        if response is None:
-            raise
-        await _write(response, {"error": error.message})
-        await response.write_eof()
-        return response
+    # A failure from here on is reported in the stream once it is open (api/sse.py).
+    async for chunk in chunks:
+        if chunk.text:
+            pieces.append(chunk.text)
+            if streaming_text:
+                await _write(response, _line(exchange, chunk.text))
+        if chunk.finish_reason is not None:
+            final = chunk
     request["tokens"] = final.completion_tokens
     last = _final_line(request, exchange, parsed, "".join(pieces), final, first_at)
     if response is None:

@@ -129,7 +129,7 @@ COMPLETION = _Surface(
 
 
 async def _serve(request: web.Request, surface: _Surface) -> web.StreamResponse:
-    parsed = parse_body(await read_json(request), surface.parse)
+    parsed = await parse_body(await read_json(request), surface.parse)
     request["model"] = parsed.model
     chunks = run_generation(request, parsed, surface.prompt(request, parsed))
     # The first chunk is awaited before anything is sent, so every error that

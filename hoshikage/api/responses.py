@@ -201,7 +201,7 @@ def _item_text(item: dict[str, Any]) -> str:
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
-    parsed = parse_body(await read_json(request), parse_responses_request)
+    parsed = await parse_body(await read_json(request), parse_responses_request)
     request["model"] = parsed.model
     turn = _Turn(request, parsed)
     await turn.load_history()
@@ -220,7 +220,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, turn: _Turn, first: Chunk, chunks) -> web.StreamResponse:
-    response = await open_event_stream(request)
+    parsed, item_id = turn.parsed, turn.output_item_id
+    started = response_object(parsed, turn.response_id, turn.created_at, status="in_progress", output=[],
+                              explicit_conversation=parsed.conversation_id)
     sequence = 0
 
     async def send(kind: str, **fields: Any) -> None:
@@ -230,9 +232,12 @@ async def _stream(request: web.Request, turn: _Turn, first: Chunk, chunks) -> we
         # One write per event: some clients parse each read on its own.
         await response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
 
-    parsed, item_id = turn.parsed, turn.output_item_id
-    started = response_object(parsed, turn.response_id, turn.created_at, status="in_progress", output=[],
-                              explicit_conversation=parsed.conversation_id)
+    async def fail(_, error: APIError) -> None:  # whatever fails after the headers: the stream says so
+        await send("response.failed", response={**started, "status": "failed", "error": {
+            "code": error.code or "server_error", "message": error.message}})
+        await response.write(b"data: [DONE]\n\n")
+
+    response = await open_event_stream(request, fail)
     await send("response.created", response=started)
     await send("response.in_progress", response=started)
     part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}

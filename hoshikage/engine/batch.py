@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 
 from hoshikage.engine.llama import BATCH_TOKENS, Chunk, LoadedModel, Prompt, TokenLogprob
-from hoshikage.engine.sampling import Sampler, SamplingParams, log_probabilities
+from hoshikage.engine.sampling import GrammarTooCostly, Sampler, SamplingCancelled, SamplingParams, log_probabilities
 from hoshikage.engine.text_stream import TextAssembler
 
 log = logging.getLogger("hoshikage.batch")
@@ -141,7 +141,7 @@ class BatchEngine:
 
     def _start(self, job, index, slot, limit, pending, position, leader) -> _Sequence:
         ends = self.model.end_of_generation_tokens if job.sampling.ignore_eos else ()
-        sampler = Sampler(job.sampling, self.model.n_vocab, index, ends, self.model.model.vocab)
+        sampler = Sampler(job.sampling, self.model.n_vocab, index, ends, self.model.model.vocab, job.cancelled)
         sequence = _Sequence(job, index, slot, sampler, limit, TextAssembler(job.prompt.stop), pending, position,
                              leader, order=self._admitted)
         slot.sequence = sequence
@@ -172,7 +172,17 @@ class BatchEngine:
             for follower in followers:
                 self._fork(sequence, follower)
             for each in [sequence, *followers]:
-                token = each.sampler.sample(self._ctx, batch_index)
+                if each.slot.sequence is not each:
+                    continue  # its job failed with an earlier choice of this step
+                try:
+                    token = each.sampler.sample(self._ctx, batch_index)
+                except SamplingCancelled:
+                    self._finish(each, "cancelled")
+                    self._forget(each.slot)
+                    continue
+                except GrammarTooCostly as error:  # this request's fault, not the model's: it alone fails
+                    self.fail_job(each.job, error)
+                    continue
                 if each.job.sampling.logprobs is not None and not self.model.is_end_of_generation(token):
                     logprob, top = log_probabilities(self._ctx, batch_index, self.model.n_vocab, token,
                                                      each.job.sampling.logprobs)
@@ -258,6 +268,12 @@ class BatchEngine:
     def _forget(self, slot: _Slot) -> None:
         self._llama.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         slot.cached = []
+
+    def fail_job(self, job: Job, error: BaseException) -> None:
+        """End JOB, every choice of it, with ERROR; the model's other jobs go on."""
+        log.warning("request failed on %s: %s", self.model.entry.alias, error)
+        self.drop(job)
+        job.emit(error)
 
     def drop(self, job: Job) -> None:
         """Free whatever slots JOB had taken when its admission failed half-way."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import threading
+import time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +28,15 @@ class GrammarError(ValueError):
     """llama.cpp could not parse a grammar."""
 
 
+class GrammarTooCostly(RuntimeError):
+    """One token under the request's grammar took longer than GRAMMAR_STEP_SECONDS: the request fails, the
+    model's other requests go on."""
+
+
+class SamplingCancelled(Exception):
+    """The request was cancelled while its token was being sought under its grammar."""
+
+
 def check_grammar(vocab, grammar: str) -> None:
     """Raise GrammarError unless llama.cpp accepts GRAMMAR for VOCAB (a model's llama_vocab pointer)."""
     import llama_cpp
@@ -41,6 +52,10 @@ PENALTY_WINDOW = 64
 # Under a grammar, tokens are first sought among this many likeliest (see Sampler._pick).
 GRAMMAR_SHORTLIST = 256
 GREEDY_TRIES = 16  # greedy under a grammar: this many next-likeliest tokens are checked one by one first
+# The whole vocabulary is checked against a grammar in pieces this large, so that a request cancelled or over
+# its time is let go between two pieces instead of holding the model's worker for the whole pass.
+GRAMMAR_PIECE = 16384
+GRAMMAR_STEP_SECONDS = 10.0  # the longest one token may take to find under a grammar (schemas are bounded too)
 
 
 class Sampler:
@@ -53,13 +68,14 @@ class Sampler:
     """
 
     def __init__(self, params: SamplingParams, n_vocab: int, seed_offset: int = 0,
-                 end_of_generation: tuple[int, ...] = (), vocab=None):
+                 end_of_generation: tuple[int, ...] = (), vocab=None, cancelled: threading.Event | None = None):
         """END_OF_GENERATION: the model's end tokens, banned when params.ignore_eos; VOCAB: the model's
-        llama_vocab, needed for a grammar."""
+        llama_vocab, needed for a grammar; CANCELLED: set when the request is cancelled."""
         import llama_cpp
 
         self._llama = llama_cpp
         self._n_vocab = n_vocab
+        self._cancelled = cancelled
         self._grammar = None
         self._ids = None
         if params.grammar is not None:
@@ -148,17 +164,30 @@ class Sampler:
         data["id"] = ids
         data["logit"] = logits[ids]
         data["p"] = 0.0
-        candidates = _candidates(llama, data)
         if constrained:
-            llama.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+            self._apply_grammar(data)
             if not numpy.isfinite(data["logit"]).any():
                 return None
+        candidates = _candidates(llama, data)
         if self._chain is None:
             return int(data["id"][int(data["logit"].argmax())])  # the grammar sets what it forbids to -inf
         llama.llama_sampler_apply(self._chain, ctypes.byref(candidates))
         chosen = numpy.ctypeslib.as_array(
             ctypes.cast(candidates.data, ctypes.POINTER(ctypes.c_int32)), shape=(candidates.size * 3,))
         return int(chosen[candidates.selected * 3])  # samplers may re-sort or replace the array
+
+    def _apply_grammar(self, data) -> None:
+        """Set what the grammar forbids among DATA to -inf, piece by piece (the grammar only marks tokens, so
+        pieces give what one pass gives), letting go between pieces of a cancelled or overlong request."""
+        started = time.monotonic()
+        for begin in range(0, len(data), GRAMMAR_PIECE):
+            piece = data[begin:begin + GRAMMAR_PIECE]  # a view: the marks land in DATA
+            self._llama.llama_sampler_apply(self._grammar, ctypes.byref(_candidates(self._llama, piece)))
+            if self._cancelled is not None and self._cancelled.is_set():
+                raise SamplingCancelled()
+            if time.monotonic() - started > GRAMMAR_STEP_SECONDS:
+                raise GrammarTooCostly(f"one token took more than {GRAMMAR_STEP_SECONDS:g} s to find under the "
+                                       "grammar made from the request's schema; simplify the schema")
 
     def _allows(self, token: int) -> bool:
         data = self._numpy.array([(token, 0.0, 0.0)], dtype=_TOKEN_DATA)

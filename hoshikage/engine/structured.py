@@ -19,12 +19,23 @@ extended here:
 
 What llama.cpp still cannot parse is refused when the request is checked
 against the model (api/generation.py), never decoded unconstrained.
+
+A schema is a client's program for the grammar engine, so its cost is bounded
+before anything is built (issue 21): it must be a valid JSON Schema (the
+2020-12 meta-schema), and the LIMITS below cap what makes a grammar large
+(repetition counts, enums, properties, branches, nesting) and the grammar text
+itself. llama.cpp's grammar parser expands a repetition ``{0,N}`` into N nested
+rules and walks them recursively: ``maxItems: 30000`` overflowed the stack and
+killed the daemon; an enum of thousands of values made one sampling step take
+minutes. Each limit is a 400 ``unsupported_schema`` naming the keyword, the
+place and the limit. Conversion runs on a worker thread (api/generation.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 
@@ -33,6 +44,15 @@ class SchemaNotSupported(ValueError):
 
 
 MAX_ENUMERATED = 1000
+# The bounds on a schema's cost (documented in the README's reliability section).
+MAX_REPETITION = 1000  # minItems/maxItems, minLength/maxLength and a pattern's {n,m}
+MAX_ENUM_VALUES = 256  # values of one enum
+MAX_PROPERTIES = 128  # properties of one object
+MAX_BRANCHES = 64  # anyOf/oneOf alternatives, prefixItems
+MAX_NESTING = 24  # schema levels
+MAX_SUBSCHEMAS = 2000  # schemas in the whole document
+MAX_ALTERNATIVES = 2048  # enum values and branches in the whole document (what one sampling step may weigh)
+MAX_GRAMMAR_BYTES = 256 * 1024  # the GBNF text made from it
 STRING_FORMATS = ("date", "time", "date-time", "uuid", "uuid1", "uuid2", "uuid3", "uuid4", "uuid5")
 # Keywords whose meaning the grammar enforces (or that only annotate).
 ENFORCED = {
@@ -51,9 +71,12 @@ def json_object_grammar() -> str:
 
 
 def json_schema_grammar(schema: Any) -> str:
-    """GBNF whose every sentence validates against SCHEMA; SchemaNotSupported otherwise."""
+    """GBNF whose every sentence validates against SCHEMA; SchemaNotSupported otherwise. Blocks: call it on a
+    worker thread."""
     if not isinstance(schema, dict):
         raise SchemaNotSupported("the schema must be a JSON object")
+    _check_meta_schema(schema)
+    _check_cost(schema)
     _check(schema, "schema")
     from llama_cpp.llama_grammar import SchemaConverter
 
@@ -62,9 +85,86 @@ def json_schema_grammar(schema: Any) -> str:
     try:
         resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "request")
         converter.visit(resolved, "")
-    except (AssertionError, ValueError, KeyError, TypeError) as error:
+        grammar = converter.format_grammar()
+    except RecursionError:
+        raise SchemaNotSupported("the schema nests too deeply to be turned into a grammar") from None
+    except Exception as error:  # noqa: BLE001 - the converter's every failure is the schema's, never a 500
         raise SchemaNotSupported(f"the schema cannot be turned into a grammar: {error}") from None
-    return converter.format_grammar()
+    if len(grammar) > MAX_GRAMMAR_BYTES:
+        raise SchemaNotSupported(f"the grammar made from the schema would be {len(grammar)} bytes, more than the "
+                                 f"limit of {MAX_GRAMMAR_BYTES}; simplify the schema")
+    return grammar
+
+
+def _check_meta_schema(schema: dict[str, Any]) -> None:
+    """A 400 for what is not a JSON Schema at all (`properties: "x"`, `anyOf: 5`, `pattern: 5`)."""
+    import jsonschema
+
+    # The draft the schema names ($schema), else 2020-12 (what OpenAI and pydantic write). The check walks the
+    # document recursively; the body reader already capped its nesting.
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as error:
+        where = "schema" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.path)
+        raise SchemaNotSupported(f"'{where}' is not valid JSON Schema: {error.message}") from None
+    except RecursionError:
+        raise SchemaNotSupported("the schema nests too deeply") from None
+
+
+_REPEATED = ("minItems", "maxItems", "minLength", "maxLength")
+_QUANTIFIER = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+
+
+def _check_cost(schema: dict[str, Any]) -> None:
+    """Refuse, before any grammar is built, a schema whose grammar would be too large or too slow."""
+    subschemas = alternatives = 0
+    stack: list[tuple[Any, str, int]] = [(schema, "schema", 1)]
+    while stack:
+        node, where, depth = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        subschemas += 1
+        if subschemas > MAX_SUBSCHEMAS:
+            raise SchemaNotSupported(f"the schema has more than {MAX_SUBSCHEMAS} subschemas (limit)")
+        if depth > MAX_NESTING:
+            raise SchemaNotSupported(f"'{where}' nests schemas more than {MAX_NESTING} levels deep (limit)")
+        for keyword in _REPEATED:
+            value = node.get(keyword)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_REPETITION:
+                raise SchemaNotSupported(f"'{keyword}' at '{where}' is {value:g}; the limit is {MAX_REPETITION}")
+        pattern = node.get("pattern")
+        if isinstance(pattern, str):
+            for low, high in _QUANTIFIER.findall(pattern):
+                if max(int(low), int(high or 0)) > MAX_REPETITION:
+                    raise SchemaNotSupported(f"a repetition in 'pattern' at '{where}' exceeds the limit of "
+                                             f"{MAX_REPETITION}")
+        if isinstance(node.get("enum"), list):
+            if len(node["enum"]) > MAX_ENUM_VALUES:
+                raise SchemaNotSupported(f"'enum' at '{where}' has {len(node['enum'])} values; the limit is "
+                                         f"{MAX_ENUM_VALUES}")
+            alternatives += len(node["enum"])
+        if isinstance(node.get("properties"), dict) and len(node["properties"]) > MAX_PROPERTIES:
+            raise SchemaNotSupported(f"'properties' at '{where}' has {len(node['properties'])} entries; the limit "
+                                     f"is {MAX_PROPERTIES}")
+        for keyword in ("anyOf", "oneOf", "prefixItems"):
+            if isinstance(node.get(keyword), list):
+                if len(node[keyword]) > MAX_BRANCHES:
+                    raise SchemaNotSupported(f"'{keyword}' at '{where}' has {len(node[keyword])} entries; the "
+                                             f"limit is {MAX_BRANCHES}")
+                alternatives += len(node[keyword])
+                stack.extend((child, f"{where}.{keyword}[{index}]", depth + 1)
+                             for index, child in enumerate(node[keyword]))
+        if alternatives > MAX_ALTERNATIVES:
+            raise SchemaNotSupported(f"the schema has more than {MAX_ALTERNATIVES} enum values and branches in all "
+                                     "(limit)")
+        for keyword in ("properties", "$defs", "definitions"):
+            if isinstance(node.get(keyword), dict):
+                stack.extend((child, f"{where}.{keyword}.{name}", depth + 1)
+                             for name, child in node[keyword].items())
+        for keyword in ("items", "additionalProperties"):
+            if isinstance(node.get(keyword), dict):
+                stack.append((node[keyword], f"{where}.{keyword}", depth + 1))
 
 
 def _check(node: Any, where: str) -> None:

@@ -151,7 +151,9 @@ class Store:
 
     def update_metadata(self, conversation_id: str, metadata: dict[str, str]) -> ConversationInfo:
         self.conversation(conversation_id)
-        self._records(conversation_key(conversation_id)).update(ids=["conversation"],
+        # With its vector: given documents alone, ChromaDB would embed them with its default model, which it
+        # downloads first (issue 21). Every write here passes our own vectors.
+        self._records(conversation_key(conversation_id)).update(ids=["conversation"], embeddings=[PLACEHOLDER],
                                                                 documents=[json.dumps(metadata)])
         return self.conversation(conversation_id)
 
