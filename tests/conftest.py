@@ -128,7 +128,8 @@ class Daemon:
     """A real `hoshikage serve` process, ready when it says READY=1 over sd_notify."""
 
     def __init__(self, state_dir: Path, extra_env: dict[str, str] | None = None, *args: str,
-                 launcher: tuple[str, ...] = ("-m", "hoshikage"), python: tuple[str, ...] = (sys.executable,)):
+                 launcher: tuple[str, ...] = ("-m", "hoshikage"), python: tuple[str, ...] = (sys.executable,),
+                 ready_timeout: float = READY_TIMEOUT):
         self.state_dir = state_dir
         self.port = free_tcp_port()
         self.unix_path = state_dir / "hoshikage.sock"
@@ -144,10 +145,10 @@ class Daemon:
              "--listen", f"tcp:127.0.0.1:{self.port}", "--listen", f"unix:{self.unix_path}", *args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
         )
-        self._wait_ready()
+        self._wait_ready(ready_timeout)
 
-    def _wait_ready(self) -> None:
-        self._notify.settimeout(READY_TIMEOUT)
+    def _wait_ready(self, timeout: float) -> None:
+        self._notify.settimeout(timeout)
         try:
             while True:
                 message = self._notify.recv(4096).decode()

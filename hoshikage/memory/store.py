@@ -25,11 +25,13 @@ transaction, on disk before the answer ends.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import sqlite3
 import struct
@@ -93,6 +95,37 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+# Vector indexes ChromaDB keeps open at once (each holds its files open and its vectors in memory). ChromaDB
+# sizes this cache from the process's open-file limit (a fifth of RLIMIT_NOFILE), which is effectively
+# unbounded where that limit is high: every conversation ever touched then stayed open, ~8 descriptors and
+# ~5 MiB each, and a soak of conversations grew without end (issue 21). The least recently used are closed.
+INDEX_CACHE = 64
+
+
+@contextlib.contextmanager
+def _index_cache_of(count: int):
+    """While open, ChromaDB's Rust client sizes its index cache to COUNT (it reads the limit from its own module's
+    ``resource`` name once, at construction; nothing else in the process is affected)."""
+    from chromadb.api import rust
+
+    class Limits:
+        RLIMIT_NOFILE = resource.RLIMIT_NOFILE
+
+        @staticmethod
+        def getrlimit(which):
+            return (count * 5, count * 5) if which == resource.RLIMIT_NOFILE else resource.getrlimit(which)
+
+    real = getattr(rust, "resource", None)
+    if real is None:  # another ChromaDB: its own sizing stands
+        yield
+        return
+    rust.resource = Limits
+    try:
+        yield
+    finally:
+        rust.resource = real
+
+
 class Store:
     def __init__(self, path: Path):
         self.path = path
@@ -105,8 +138,9 @@ class Store:
         try:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(path, 0o700)  # what users said is theirs: the daemon user's alone
-            self._client = chromadb.PersistentClient(
-                path=str(path), settings=chromadb.Settings(anonymized_telemetry=False, allow_reset=False))
+            with _index_cache_of(INDEX_CACHE):
+                self._client = chromadb.PersistentClient(
+                    path=str(path), settings=chromadb.Settings(anonymized_telemetry=False, allow_reset=False))
         except Exception as error:  # PermissionError, a corrupt database, a newer schema...
             raise MemoryUnavailable(f"the conversation store at {path} (setting chroma_path) cannot be opened: "
                                     f"{type(error).__name__}: {error}") from None
