@@ -32,7 +32,7 @@ from hoshikage.api.generation import parse_body, run_generation, scheduler_for, 
 from hoshikage.api.ollama_protocol import (chat_messages, details, digest, done_reason, model_summary, nanoseconds,
                                            ollama_name, parse_keep_alive, request_body, resolve_name, timestamp,
                                            tool_calls_out, unknown_options)
-from hoshikage.api.protocol import parse_chat_request, parse_completion_request
+from hoshikage.api.protocol import parse_chat_request, parse_completion_request, whole_number
 from hoshikage.api.sse import started_stream
 from hoshikage.api.tool_answers import tool_answer
 from hoshikage.engine.llama import Chunk
@@ -342,9 +342,10 @@ async def embed_texts(request: web.Request) -> web.Response:
     if not isinstance(truncate, bool):
         raise invalid("'truncate' must be true or false", param="truncate")
     dimensions = body.get("dimensions")
-    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)
-                                   or dimensions < 1):
-        raise invalid("'dimensions' must be a positive integer", param="dimensions")
+    if dimensions is not None:
+        dimensions = whole_number(dimensions)
+        if dimensions is None or dimensions < 1:
+            raise invalid("'dimensions' must be a positive integer", param="dimensions")
     if not _texts(value):
         raise invalid("'input' must be a string or a list of strings", param="input")
     inputs = parse_inputs(value)

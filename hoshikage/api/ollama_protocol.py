@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from hoshikage.api.errors import invalid
+from hoshikage.api.protocol import whole_number
 
 LATEST = ":latest"
 # options that map onto a request field (Ollama's name -> ours)
@@ -112,7 +113,8 @@ def request_body(body: dict[str, Any], alias: str) -> tuple[dict[str, Any], tupl
             openai[field] = options[ours_name]
     predict = options.get("num_predict")
     if predict is not None:
-        if not isinstance(predict, int) or isinstance(predict, bool):
+        predict = whole_number(predict)
+        if predict is None:
             raise invalid("'options.num_predict' must be an integer", param="options.num_predict")
         if predict > 0:  # -1 (no limit) and -2 (fill the context): up to the context, as without it
             openai["max_tokens"] = predict

@@ -1,10 +1,13 @@
 """The OpenAPI document of Hoshikage's own API, built from the schemas the code validates with.
 
-Request bodies come from api/protocol.py's declared FIELDS, the same
-schemas its validation reads, so the document cannot drift from what is
-accepted; responses are described here, and schemathesis checks in the suite
-that every answer matches them. Served at ``GET /openapi.json``;
-``docs/openapi.json`` is the same text (render()), kept equal by a test.
+Every operation the daemon serves is here: OpenAI's Chat Completions, Completions, Embeddings and
+Models, the Responses API (with compact) and Conversations on conversation memory, the memory
+context view, Ollama's API, and the status endpoints. Chat and completion request bodies come from
+api/protocol.py's declared FIELDS, the same schemas its validation reads; the rest are in
+api/openapi_schemas.py, written from the handlers' validation. Streams are described per item with
+OpenAPI 3.2's ``itemSchema`` (SSE events, NDJSON lines). schemathesis checks in the suite that the
+daemon keeps to all of it. Served at ``GET /openapi.json``; ``docs/openapi.json`` is the same text
+(render()), kept equal by a test.
 """
 
 from __future__ import annotations
@@ -16,111 +19,282 @@ from aiohttp import web
 
 from hoshikage import __version__
 from hoshikage.api import embeddings
+from hoshikage.api import openapi_schemas as s
 from hoshikage.api.protocol import request_schema
 
-_NULL = {"type": "null"}
-ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
-    "type": "object", "required": ["message", "type", "param", "code"],
-    "properties": {"message": {"type": "string"}, "type": {"type": "string"},
-                   "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
-USAGE = {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-         "properties": {name: {"type": "integer", "minimum": 0}
-                        for name in ("prompt_tokens", "completion_tokens", "total_tokens")}}
-_FINISH = {"enum": ["stop", "length"]}
-_ENVELOPE = {"id": {"type": "string"}, "created": {"type": "integer"}, "model": {"type": "string"},
-             "system_fingerprint": {"type": "string"}, "usage": USAGE}
-CHAT_COMPLETION = {
-    "type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
-    "properties": {**_ENVELOPE, "object": {"const": "chat.completion"}, "choices": {"type": "array", "items": {
-        "type": "object", "required": ["index", "message", "finish_reason"],
-        "properties": {"index": {"type": "integer"}, "logprobs": _NULL, "finish_reason": _FINISH,
-                       "message": {"type": "object", "required": ["role", "content"],
-                                   "properties": {"role": {"const": "assistant"}, "content": {"type": "string"},
-                                                  "refusal": _NULL}}}}}}}
-COMPLETION = {
-    "type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
-    "properties": {**_ENVELOPE, "object": {"const": "text_completion"}, "choices": {"type": "array", "items": {
-        "type": "object", "required": ["index", "text", "finish_reason"],
-        "properties": {"index": {"type": "integer"}, "text": {"type": "string"}, "logprobs": _NULL,
-                       "finish_reason": _FINISH}}}}}
-MODEL = {"type": "object", "required": ["id", "object", "created", "owned_by"],
-         "properties": {"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
-                        "owned_by": {"type": "string"}}}
-MODEL_LIST = {"type": "object", "required": ["object", "data"],
-              "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": MODEL}}}
-STATUS = {"type": "object", "required": ["status", "version", "uptime_seconds", "loaded_models", "queue", "idle"],
-          "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
-                         "uptime_seconds": {"type": "number"}, "loaded_models": {"type": "array"},
-                         "registered_models": {"type": "array", "items": {"type": "string"}},
-                         "devices": {"type": "array"}, "queue": {"type": "object"}, "idle": {"type": "object"},
-                         "connections": {"type": "object"},
-                         "requests_served": {"type": "integer"}}}
+NDJSON = "application/x-ndjson"
+_FINISH = {"enum": ["stop", "length", "tool_calls"]}
+USAGE = s.obj(["prompt_tokens", "completion_tokens", "total_tokens"],
+              {name: s.COUNT for name in ("prompt_tokens", "completion_tokens", "total_tokens")})
+_ENVELOPE = {"id": s.STRING, "created": s.INTEGER, "model": s.STRING, "system_fingerprint": s.STRING}
+_TOOL_CALL = s.obj(["id", "type", "function"], {"id": s.STRING, "type": {"const": "function"}, "function": s.obj(
+    ["name", "arguments"], {"name": s.STRING, "arguments": s.STRING})})
+_TOKEN = {"token": s.STRING, "logprob": {"type": "number"}, "bytes": {"type": "array", "items": s.COUNT}}
+_CHAT_LOGPROBS = s.nullable(s.obj(["content"], {"content": {"type": "array", "items": s.obj(
+    ["token", "logprob", "bytes", "top_logprobs"], {**_TOKEN, "top_logprobs": {"type": "array", "items": s.obj(
+        ["token", "logprob", "bytes"], _TOKEN)}})}, "refusal": s.NULL}))
+_COMPLETION_LOGPROBS = s.nullable(s.obj(["tokens", "token_logprobs", "top_logprobs", "text_offset"], {
+    "tokens": {"type": "array", "items": s.STRING}, "token_logprobs": {"type": "array", "items": {"type": "number"}},
+    "top_logprobs": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}},
+    "text_offset": {"type": "array", "items": s.COUNT}}))
+CHAT_COMPLETION = s.obj(["id", "object", "created", "model", "choices", "usage"], {
+    **_ENVELOPE, "object": {"const": "chat.completion"}, "usage": USAGE, "choices": {"type": "array", "items": s.obj(
+        ["index", "message", "finish_reason"], {
+            "index": s.COUNT, "logprobs": _CHAT_LOGPROBS, "finish_reason": _FINISH,
+            "message": s.obj(["role", "content"], {
+                "role": {"const": "assistant"}, "content": {"type": ["string", "null"]}, "refusal": s.NULL,
+                "tool_calls": {"type": "array", "items": _TOOL_CALL}})})}})
+CHAT_CHUNK = s.obj(["id", "object", "created", "model", "choices"], {
+    **_ENVELOPE, "object": {"const": "chat.completion.chunk"}, "usage": s.nullable(USAGE),
+    "choices": {"type": "array", "items": s.obj(["index", "delta", "finish_reason"], {
+        "index": s.COUNT, "logprobs": _CHAT_LOGPROBS, "finish_reason": {"anyOf": [_FINISH, s.NULL]},
+        "delta": s.obj([], {"role": {"const": "assistant"}, "content": {"type": ["string", "null"]},
+                            "tool_calls": {"type": "array", "items": {"allOf": [
+                                _TOOL_CALL, s.obj(["index"], {"index": s.COUNT})]}}})})}},
+    description="one event of a streamed chat completion (the last, with stream_options.include_usage, has "
+                "no choices and the usage)")
+COMPLETION = s.obj(["id", "object", "created", "model", "choices", "usage"], {
+    **_ENVELOPE, "object": {"const": "text_completion"}, "usage": USAGE, "choices": {"type": "array", "items": s.obj(
+        ["index", "text", "finish_reason"], {"index": s.COUNT, "text": s.STRING, "logprobs": _COMPLETION_LOGPROBS,
+                                             "finish_reason": _FINISH})}})
+COMPLETION_CHUNK = s.obj(["id", "object", "created", "model", "choices"], {
+    **_ENVELOPE, "object": {"const": "text_completion"}, "usage": s.nullable(USAGE),
+    "choices": {"type": "array", "items": s.obj(["index", "text", "finish_reason"], {
+        "index": s.COUNT, "text": s.STRING, "logprobs": _COMPLETION_LOGPROBS,
+        "finish_reason": {"anyOf": [_FINISH, s.NULL]}})}},
+    description="one event of a streamed completion")
+MODEL = s.obj(["id", "object", "created", "owned_by"], {
+    "id": s.STRING, "object": {"const": "model"}, "created": s.INTEGER, "owned_by": s.STRING})
+MODEL_LIST = s.obj(["object", "data"], {"object": {"const": "list"},
+                                        "data": {"type": "array", "items": s.ref("Model")}})
+STATUS = s.obj(["status", "version", "uptime_seconds", "loaded_models", "queue", "idle"], {
+    "status": {"const": "ok"}, "version": s.STRING, "uptime_seconds": {"type": "number"},
+    "loaded_models": {"type": "array"}, "registered_models": {"type": "array", "items": s.STRING},
+    "devices": {"type": "array"}, "queue": {"type": "object"}, "idle": {"type": "object"},
+    "connections": {"type": "object"}, "requests_served": s.INTEGER})
+
+_REASONS = {
+    400: "invalid request (names the param)", 401: "a bearer key is required on TCP",
+    403: "the daemon may not change the registry", 404: "unknown model, id or URL",
+    408: "the body did not arrive in time", 413: "body too large", 415: "unsupported Content-Encoding",
+    429: "queue full (Retry-After)",
+    503: "queue timeout, memory budget busy, conversation memory unavailable, or a model that cannot be loaded "
+         "(the message says why and how to fix it)"}
+_BODY = (400, 408, 413, 415)  # what reading and validating any body can answer
+_MODEL = (404, 429, 503)  # what finding, loading and queueing for a model can answer
+_MEMORY = (404, 503)  # what the conversation store can answer
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    reasons = {400: "invalid request (names the param)", 401: "a bearer key is required on TCP",
-               404: "unknown model or URL", 413: "body too large", 415: "unsupported Content-Encoding",
-               429: "queue full (Retry-After)", 503: "queue timeout, memory budget busy, or a model that cannot "
-                                                      "be loaded (the message says why and how to fix it)"}
-    return {**{str(status): _json({"$ref": "#/components/schemas/Error"}, reasons[status]) for status in statuses},
-            "default": _json({"$ref": "#/components/schemas/Error"}, "any other error; 500 only for a bug")}
+def _errors(*statuses: int, ollama: bool = False) -> dict[str, Any]:
+    prefix = "Ollama" if ollama else ""
+    return {str(status): {"$ref": f"#/components/responses/{prefix}{status}"} for status in sorted({401, *statuses})}
 
 
-def _generating(kind: str, answer: str, summary: str) -> dict[str, Any]:
-    return {"post": {
-        "summary": summary,
-        "requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"$ref": f"#/components/schemas/{kind.title()}Request"}}}},
-        "responses": {"200": {"description": "the answer; with stream: true, server-sent events ending in "
-                                             "data: [DONE]",
-                              "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{answer}"}},
-                                          "text/event-stream": {"schema": {"type": "string"}}}},
-                      **_errors(400, 401, 404, 413, 415, 429, 503)}}}
+def error_responses() -> dict[str, Any]:
+    return {f"{prefix}{status}": _json(s.ref(f"{prefix or ''}Error"), reason)
+            for status, reason in _REASONS.items() for prefix in ("", "Ollama")}
+
+
+def _sse(chunk: str) -> dict[str, Any]:
+    return {"itemSchema": s.ref(chunk)}
+
+
+def _body(schema: str, *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": s.ref(schema)}}}
+
+
+def _op(summary: str, answer: dict[str, Any], *errors: int, body: dict[str, Any] | None = None,
+        parameters: list[dict[str, Any]] | None = None, ollama: bool = False, tag: str = "OpenAI") -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "tags": [tag]}
+    if parameters:
+        operation["parameters"] = parameters
+    if body:
+        operation["requestBody"] = body
+    operation["responses"] = {"200": answer, **_errors(*errors, ollama=ollama)} if answer else _errors(
+        *errors, ollama=ollama)
+    return operation
+
+
+def _generating(kind: str, answer: str, chunk: str, summary: str) -> dict[str, Any]:
+    return {"post": _op(summary, {
+        "description": "the answer; with stream: true, server-sent events ending in data: [DONE]",
+        "content": {"application/json": {"schema": s.ref(answer)}, "text/event-stream": _sse(chunk)}},
+        *_BODY, *_MODEL, body=_body(f"{kind.title()}Request"))}
+
+
+def _path_id(name: str, pattern: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "pattern": pattern}}
+
+
+CONVERSATION_ID = _path_id("conversation_id", "^conv_[0-9a-f]{32}$", "a conversation id")
+RESPONSE_ID = _path_id("response_id", "^resp_[0-9a-f]{48}$", "a stored response's id")
+
+
+def _chat_request() -> dict[str, Any]:
+    """Chat's schema, with the one rule its FIELDS cannot say: a required tool call takes no response_format."""
+    schema = request_schema("chat")
+    rule = schema["dependentSchemas"]["tool_choice"]["anyOf"][1]
+    rule["properties"]["response_format"] = {"anyOf": [s.NULL, s.obj(["type"], {"type": {"const": "text"}})]}
+    return schema
+
+
+def openai_paths() -> dict[str, Any]:
+    return {
+        "/v1/chat/completions": _generating("chat", "ChatCompletion", "ChatCompletionChunk",
+                                            "Chat completion (OpenAI)"),
+        "/v1/completions": _generating("completion", "Completion", "CompletionChunk", "Text completion (OpenAI)"),
+        "/v1/embeddings": {"post": _op(
+            "Embeddings (OpenAI): registered GGUF embedding models and memory's sentence model",
+            _json(s.ref("EmbeddingList"), "one vector per input"), *_BODY, *_MODEL, body=_body("EmbeddingRequest"))},
+        "/v1/models": {"get": _op("Registered models", _json(s.ref("ModelList"), "models"))},
+        "/v1/models/{model}": {"get": _op(
+            "One registered model", _json(s.ref("Model"), "the model"), 404,
+            parameters=[{"name": "model", "in": "path", "required": True, "schema": {"type": "string",
+                                                                                     "minLength": 1}}])},
+        "/v1/responses": {"post": _op(
+            "Create a response (OpenAI's Responses API), stateful through conversation memory", {
+                "description": "the response, stored (store: true) before it is sent; with stream: true, "
+                               "server-sent events named by their type, ending in data: [DONE]",
+                "content": {"application/json": {"schema": s.ref("Response")},
+                            "text/event-stream": {"itemSchema": s.sse_event(s.ref("ResponseStreamEvent"))}}},
+            *_BODY, *_MODEL, body=_body("ResponsesRequest"), tag="Responses")},
+        "/v1/responses/compact": {"post": _op(
+            "The window memory would give the model for this history: a compaction item, then the verbatim items",
+            _json(s.ref("Compaction"), "the compacted window; its items can be sent back as input"),
+            *_BODY, *_MODEL, body=_body("CompactRequest"), tag="Responses")},
+        "/v1/responses/{response_id}": {
+            "get": _op("A stored response", _json(s.ref("Response"), "the response"), *_MEMORY,
+                       parameters=[RESPONSE_ID], tag="Responses"),
+            "delete": _op("Forget a stored response (its turns stay in their conversation)",
+                          _json(s.ref("ResponseDeleted"), "deleted"), *_MEMORY, parameters=[RESPONSE_ID],
+                          tag="Responses")},
+        "/v1/responses/{response_id}/input_items": {"get": _op(
+            "The input items of a stored response", _json(s.ref("ItemList"), "one page of items"), 400, *_MEMORY,
+            parameters=[RESPONSE_ID, *s.LIST_QUERY], tag="Responses")},
+        "/v1/conversations": {"post": _op(
+            "Create a conversation", _json(s.ref("Conversation"), "the conversation"), *_BODY, 503,
+            body=_body("ConversationCreate", required=False), tag="Conversations")},
+        "/v1/conversations/{conversation_id}": {
+            "get": _op("A conversation", _json(s.ref("Conversation"), "the conversation"), *_MEMORY,
+                       parameters=[CONVERSATION_ID], tag="Conversations"),
+            "post": _op("Replace a conversation's metadata", _json(s.ref("Conversation"), "the conversation"),
+                        *_BODY, *_MEMORY, parameters=[CONVERSATION_ID], body=_body("ConversationUpdate"),
+                        tag="Conversations"),
+            "delete": _op("Forget a conversation for good (nothing stays on disk)",
+                          _json(s.ref("ConversationDeleted"), "deleted"), *_MEMORY, parameters=[CONVERSATION_ID],
+                          tag="Conversations")},
+        "/v1/conversations/{conversation_id}/items": {
+            "get": _op("A conversation's items", _json(s.ref("ItemList"), "one page of items"), 400, *_MEMORY,
+                       parameters=[CONVERSATION_ID, *s.LIST_QUERY],
+                       tag="Conversations"),
+            "post": _op("Append items to a conversation", _json(s.ref("ItemList"), "the items added, oldest first"),
+                        *_BODY, *_MEMORY, parameters=[CONVERSATION_ID], body=_body("ItemsCreate"),
+                        tag="Conversations")},
+        "/hoshikage/memory/{id}/context": {"get": _op(
+            "What a response's model was given: verbatim turns, summary sentences, recalled passages, token counts",
+            _json(s.ref("MemoryContext"), "the context report"), *_MEMORY, tag="Conversations",
+            parameters=[_path_id("id", "^(conv_[0-9a-f]{32}|resp_[0-9a-f]{48})$",
+                                 "a response id, or a conversation id (its latest response)")])},
+    }
+
+
+def ollama_paths() -> dict[str, Any]:
+    def post(summary: str, answer: dict[str, Any], schema: str, *errors: int) -> dict[str, Any]:
+        return {"post": _op(summary, answer, *_BODY, *errors, body=_body(schema), ollama=True, tag="Ollama")}
+
+    def streaming(summary: str, final: str, line: str, schema: str) -> dict[str, Any]:
+        return post(summary, {
+            "description": "the answer (stream: false, or a load/unload); else NDJSON lines, the last with done: "
+                           "true, or an {\"error\"} line when generation fails after the first",
+            "content": {"application/json": {"schema": s.ref(final)},
+                        NDJSON: {"schema": {"type": "array", "items": s.ref(line)}, "itemSchema": s.ref(line)}}},
+            schema, *_MODEL)
+
+    refused = {"post": _op("Not supported: Hoshikage never downloads, builds or copies models (the message says "
+                           "how to register one)", {}, 400, ollama=True, tag="Ollama")}
+    return {
+        "/": {"get": {"summary": "Whether the daemon is running (Ollama's probe)", "tags": ["Ollama"],
+                      "responses": {"200": {"description": "a line of text", "content": {
+                          "text/plain": {"schema": s.STRING}}}, **_errors()}}},
+        "/api/version": {"get": _op("The daemon's version", _json(s.ref("OllamaVersion"), "the version"),
+                                    ollama=True, tag="Ollama")},
+        "/api/tags": {"get": _op("Registered models, in Ollama's shape", _json(s.ref("OllamaTags"), "models"),
+                                 ollama=True, tag="Ollama")},
+        "/api/ps": {"get": _op("Loaded models and when they are released", _json(s.ref("OllamaPs"), "models"),
+                               ollama=True, tag="Ollama")},
+        "/api/show": post("One model's details", _json(s.ref("OllamaShow"), "the model"), "OllamaModelRequest", 404),
+        "/api/chat": streaming("Chat (Ollama)", "OllamaChat", "OllamaChatLine", "OllamaChatRequest"),
+        "/api/generate": streaming("Generate (Ollama)", "OllamaGenerate", "OllamaGenerateLine",
+                                   "OllamaGenerateRequest"),
+        "/api/embed": post("Embeddings (Ollama)", _json(s.ref("OllamaEmbed"), "one vector per input"),
+                           "OllamaEmbedRequest", *_MODEL),
+        "/api/embeddings": post("One embedding (Ollama's older endpoint)",
+                                _json(s.ref("OllamaEmbeddings"), "the vector"), "OllamaEmbeddingsRequest", *_MODEL),
+        "/api/delete": {"delete": _op("Remove a model from the registry (its file too when the daemon imported it)",
+                                      _json({"type": "object", "maxProperties": 0}, "removed"), *_BODY, 403, 404,
+                                      body=_body("OllamaModelRequest"), ollama=True, tag="Ollama")},
+        **{f"/api/{name}": refused for name in ("pull", "push", "create", "copy")},
+    }
+
+
+def status_paths() -> dict[str, Any]:
+    return {
+        "/v1/status": {"get": _op("What is loaded, queued and when it goes idle (never counts as use)",
+                                  _json(s.ref("Status"), "status"), tag="Status")},
+        "/health": {"get": {"summary": "Liveness (never needs a key)", "tags": ["Status"], "responses": {
+            "200": _json(s.obj(["status"], {"status": {"const": "ok"}}), "alive")}}},
+        "/openapi.json": {"get": _op("This document", _json({"type": "object"}, "the OpenAPI document"),
+                                     tag="Status")},
+    }
+
+
+def components() -> dict[str, Any]:
+    return {
+        "ChatRequest": _chat_request(), "CompletionRequest": request_schema("completion"),
+        "ChatCompletion": CHAT_COMPLETION, "ChatCompletionChunk": s.sse_event(
+            {"anyOf": [s.ref("ChatCompletionChunkData"), s.ref("Error")]}),
+        "ChatCompletionChunkData": CHAT_CHUNK, "Completion": COMPLETION,
+        "CompletionChunk": s.sse_event({"anyOf": [s.ref("CompletionChunkData"), s.ref("Error")]}),
+        "CompletionChunkData": COMPLETION_CHUNK, "Model": MODEL, "ModelList": MODEL_LIST, "Status": STATUS,
+        "Error": s.ERROR, "EmbeddingRequest": embeddings.REQUEST_SCHEMA, "EmbeddingList": embeddings.RESPONSE_SCHEMA,
+        "ResponsesRequest": s.RESPONSES_REQUEST, "Response": s.RESPONSE, "ResponseDeleted": s.RESPONSE_DELETED,
+        "ResponseStreamEvent": s.RESPONSE_EVENT, "MessageItem": s.MESSAGE_ITEM,
+        "FunctionCallItem": s.FUNCTION_CALL_ITEM, "FunctionCallOutputItem": s.FUNCTION_OUTPUT_ITEM,
+        "CompactionItem": s.COMPACTION_ITEM, "ItemList": s.ITEM_LIST, "CompactRequest": s.COMPACT_REQUEST,
+        "Compaction": s.COMPACTION, "Conversation": s.CONVERSATION, "ConversationDeleted": s.CONVERSATION_DELETED,
+        "ConversationCreate": s.CONVERSATION_CREATE, "ConversationUpdate": s.CONVERSATION_UPDATE,
+        "ItemsCreate": s.ITEMS_CREATE, "MemoryContext": s.MEMORY_CONTEXT,
+        "OllamaError": s.OLLAMA_ERROR, "OllamaVersion": s.OLLAMA_VERSION, "OllamaTags": s.OLLAMA_TAGS,
+        "OllamaPs": s.OLLAMA_PS, "OllamaShow": s.OLLAMA_SHOW, "OllamaModelRequest": s.OLLAMA_MODEL_REQUEST,
+        "OllamaChatRequest": s.OLLAMA_CHAT_REQUEST, "OllamaChat": s.OLLAMA_CHAT, "OllamaChatLine": s.OLLAMA_CHAT_LINE,
+        "OllamaGenerateRequest": s.OLLAMA_GENERATE_REQUEST, "OllamaGenerate": s.OLLAMA_GENERATE,
+        "OllamaGenerateLine": s.OLLAMA_GENERATE_LINE, "OllamaEmbedRequest": s.OLLAMA_EMBED_REQUEST,
+        "OllamaEmbed": s.OLLAMA_EMBED, "OllamaEmbeddingsRequest": s.OLLAMA_EMBEDDINGS_REQUEST,
+        "OllamaEmbeddings": s.OLLAMA_EMBEDDINGS, **s.SHARED,
+    }
 
 
 def document() -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document."""
+    """The whole OpenAPI 3.2 document."""
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.2.0",
         "info": {"title": "Hoshikage", "version": __version__,
-                 "description": "Local GGUF models behind an OpenAI-compatible API, run by systemd."},
-        "paths": {
-            "/v1/chat/completions": _generating("chat", "ChatCompletion", "Chat completion (OpenAI)"),
-            "/v1/completions": _generating("completion", "Completion", "Text completion (OpenAI)"),
-            "/v1/embeddings": {"post": {
-                "summary": "Embeddings (OpenAI): registered GGUF embedding models and memory's sentence model",
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/EmbeddingRequest"}}}},
-                "responses": {"200": _json({"$ref": "#/components/schemas/EmbeddingList"}, "one vector per input"),
-                              **_errors(400, 401, 404, 413, 415, 503)}}},
-            "/v1/models": {"get": {"summary": "Registered models",
-                                   "responses": {"200": _json({"$ref": "#/components/schemas/ModelList"}, "models"),
-                                                 **_errors(401)}}},
-            "/v1/models/{model}": {"get": {
-                "summary": "One registered model",
-                "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": _json({"$ref": "#/components/schemas/Model"}, "the model"), **_errors(401, 404)}}},
-            "/v1/status": {"get": {"summary": "What is loaded, queued and when it goes idle (never counts as use)",
-                                   "responses": {"200": _json({"$ref": "#/components/schemas/Status"}, "status"),
-                                                 **_errors(401)}}},
-            "/health": {"get": {"summary": "Liveness", "responses": {"200": _json(
-                {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}, "alive"),
-                **_errors(401)}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {
-                "200": _json({"type": "object"}, "the OpenAPI document"), **_errors(401)}}},
-        },
+                 "description": "Local GGUF models behind an OpenAI-compatible API (with the Responses and "
+                                "Conversations APIs on conversation memory) and Ollama's API, run by systemd. "
+                                "Errors are OpenAI's {\"error\": {...}}; under /api/, Ollama's {\"error\": "
+                                "\"message\"}. 500 means a bug."},
+        "tags": [{"name": name} for name in ("OpenAI", "Responses", "Conversations", "Ollama", "Status")],
+        "paths": {**openai_paths(), **ollama_paths(), **status_paths()},
         "components": {
-            "schemas": {"ChatRequest": request_schema("chat"), "CompletionRequest": request_schema("completion"),
-                        "ChatCompletion": CHAT_COMPLETION, "Completion": COMPLETION, "Model": MODEL,
-                        "ModelList": MODEL_LIST, "Status": STATUS, "Error": ERROR,
-                        "EmbeddingRequest": embeddings.REQUEST_SCHEMA, "EmbeddingList": embeddings.RESPONSE_SCHEMA},
+            "schemas": components(), "responses": error_responses(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "required on TCP when api_key is set; never on the "
-                                                          "unix socket"}},
+                                           "description": "required on TCP when api_key is set (except /health); "
+                                                          "never on the unix socket"}},
         },
     }
 

@@ -328,6 +328,14 @@ def _parse_common(body: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any
     }
 
 
+def whole_number(value: Any) -> int | None:
+    """VALUE as an integer when it is one; JSON has one number type, so 3.0 is the integer 3 (JSON Schema agrees)
+    and 3.5, true or "3" are not: None."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def scalar(body: dict[str, Any], name: str, schema: dict[str, Any] | None = None) -> Any:
     """BODY[NAME] checked against SCHEMA, by default FIELDS[NAME] (type, bounds, minLength); its default when
     absent."""
@@ -337,10 +345,8 @@ def scalar(body: dict[str, Any], name: str, schema: dict[str, Any] | None = None
         return schema.get("default")
     kind = schema["type"][0] if isinstance(schema["type"], list) else schema["type"]
     if kind == "integer":
-        # JSON has one number type: 3.0 is the integer 3 (JSON Schema agrees), 3.5 is not.
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
+        value = whole_number(value)
+        if value is None:
             raise invalid(f"'{name}' must be an integer", param=name)
     elif kind == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -15,7 +15,7 @@ from typing import Any
 
 from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.items import text_part
-from hoshikage.api.protocol import GenerationRequest, parse_response_format, parse_tools, scalar
+from hoshikage.api.protocol import GenerationRequest, parse_response_format, parse_tools, scalar, whole_number
 from hoshikage.engine.sampling import SamplingParams
 
 INPUT_ROLES = ("user", "system", "developer", "assistant")
@@ -98,8 +98,10 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     tool_fields = parse_tools(_as_chat_tools(body), sampling)
     sampling = tool_fields.pop("sampling")
     max_output = body.get("max_output_tokens")
-    if max_output is not None and (isinstance(max_output, bool) or not isinstance(max_output, int) or max_output < 1):
-        raise invalid("'max_output_tokens' must be a positive integer", param="max_output_tokens")
+    if max_output is not None:
+        max_output = whole_number(max_output)
+        if max_output is None or max_output < 1:
+            raise invalid("'max_output_tokens' must be a positive integer", param="max_output_tokens")
     known = {"model", "input", "instructions", "previous_response_id", "conversation", "store", "metadata",
              "max_output_tokens", "temperature", "top_p", "stream", "text", "presence_penalty", "frequency_penalty",
              "top_k", "min_p", "repeat_penalty", "seed", "tools", "tool_choice", "parallel_tool_calls", *NEUTRAL,
