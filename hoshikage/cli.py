@@ -235,6 +235,13 @@ def _status(settings: Settings, args) -> int:
                  if model.get("gpu_layers") else "on the CPU")
         console.print(f"  {model['model']}: {model['size_bytes'] / 2**20:.0f} MiB, context "
                       f"{model['context_length']}, {place}, idle {model['idle_seconds']:.0f} s", soft_wrap=True)
+        tiers = model.get("prompt_cache", {}).get("tiers")
+        if tiers:
+            host, disk = tiers["host"], tiers["disk"]
+            console.print(f"    KV prompt cache: host {host['entries']} entries ({host['bytes'] / 2**20:.0f} of "
+                          f"{host['budget_bytes'] / 2**20:.0f} MiB), disk {disk['entries']} ({disk['bytes'] / 2**20:.0f}"
+                          f" of {disk['budget_bytes'] / 2**20:.0f} MiB), {tiers['restores']} restored "
+                          f"({tiers['restored_tokens']} tokens)", soft_wrap=True)
     return 0
 
 

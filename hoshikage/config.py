@@ -235,6 +235,15 @@ OPTIONS: tuple[Option, ...] = (
            "flash attention (llama-server's default too; ~9% faster decode on CPU here)"),
     Option("prompt_cache_min_tokens", _non_negative_int, lambda: 256,
            "reuse the KV cache of a shared prompt prefix at least this long"),
+    Option("prompt_cache_ram_mib", _non_negative_int, lambda: 1024,
+           "host memory per chat model for KV prompt-cache entries taken from slots reused for other prompts "
+           "(counted in memory_budget_mib; 0: none)"),
+    Option("prompt_cache_disk_mib", _non_negative_int, lambda: 4096,
+           "disk per chat model for KV prompt-cache entries saved at unload and exit, restored after an idle "
+           "exit (0: none)"),
+    Option("prompt_cache_dir", _optional_path, lambda: None,
+           "where saved KV prompt-cache entries live (default: RAMDISK_PATH/prompt-cache when the RAM disk is "
+           "mounted, else STATE_DIR/prompt-cache)"),
     Option("memory_budget_mib", _non_negative_int, lambda: 0,
            "memory all loaded models may take together (0: three quarters of RAM)"),
     Option("gpu_memory_budget_mib", _non_negative_int, lambda: 0,
@@ -307,6 +316,9 @@ class Settings:
     gpu_layers: int | str
     flash_attn: bool
     prompt_cache_min_tokens: int
+    prompt_cache_ram_mib: int
+    prompt_cache_disk_mib: int
+    prompt_cache_dir: Path | None
     memory_budget_mib: int
     gpu_memory_budget_mib: int
     batch_invariant: bool
@@ -356,6 +368,16 @@ class Settings:
     @property
     def memory_dir(self) -> Path:
         return self.chroma_path or self.state_dir / "chroma"
+
+    @property
+    def prompt_cache_path(self) -> Path:
+        """Where saved KV entries go: the setting, else the RAM disk when mounted (it outlives the process and is
+        released with it), else the state directory."""
+        if self.prompt_cache_dir:
+            return self.prompt_cache_dir
+        from hoshikage.engine.ramdisk import usable
+
+        return (self.ramdisk_path if usable(self.ramdisk_path) else self.state_dir) / "prompt-cache"
 
     @property
     def models_dir(self) -> Path:

@@ -38,11 +38,15 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     if not settings.memory_dir.exists():
         if args.memory_command in ("list", "ls") or getattr(args, "all", False):
+            if getattr(args, "all", False):
+                _forget_saved_kv(settings, None)
             print(f"nothing remembered ({settings.memory_dir} does not exist)")
             return 0
         raise MemoryCommandError(f"no conversation {args.id!r}: nothing is remembered yet")
     try:
         store = Store(settings.memory_dir)
+        if args.memory_command == "forget":
+            return _forget(store, args, settings)
         return VERBS[args.memory_command](store, args)
     except MemoryUnavailable as error:
         raise MemoryCommandError(str(error)) from None
@@ -119,15 +123,24 @@ def _context(store, args) -> int:
     return 0
 
 
-def _forget(store, args) -> int:
+def _forget(store, args, settings: Settings) -> int:
     if args.all:
         count = store.forget_all()
+        _forget_saved_kv(settings, None)
         print(f"forgot {count} conversation{'s' if count != 1 else ''}")
         return 0
     conversation_id = _conversation_id(store, args.id)
     store.forget(conversation_id)
+    _forget_saved_kv(settings, conversation_id)
     print(f"forgot {conversation_id}")
     return 0
 
 
-VERBS = {"list": _list, "ls": _list, "show": _show, "context": _context, "forget": _forget}
+def _forget_saved_kv(settings: Settings, conversation_id: str | None) -> None:
+    """The models' saved KV state of the conversation (None: all) goes too: it is the same text in another form."""
+    from hoshikage.engine.prompt_cache import forget_everywhere
+
+    forget_everywhere(settings.prompt_cache_path, conversation_id)
+
+
+VERBS = {"list": _list, "ls": _list, "show": _show, "context": _context}

@@ -55,6 +55,14 @@ COUNTERS = {
     "hoshikage_generated_tokens": ("Tokens generated, by model", ("model",)),
     "hoshikage_prompt_cache_reused_tokens": ("Prompt tokens taken from a slot's KV cache instead of read again",
                                              ("model",)),
+    "hoshikage_kv_cache_saves": ("KV prompt-cache entries saved from slots (host or disk tier), by model",
+                                 ("model",)),
+    "hoshikage_kv_cache_saved_bytes": ("Bytes of KV state saved into the prompt cache, by model", ("model",)),
+    "hoshikage_kv_cache_restores": ("KV prompt-cache entries restored into a slot instead of read, by model",
+                                    ("model",)),
+    "hoshikage_kv_cache_restored_tokens": ("Prompt tokens restored from the prompt cache, by model", ("model",)),
+    "hoshikage_kv_cache_rejected": ("Prompt-cache entries dropped because they did not check out (truncated, "
+                                    "checksum, refused by llama.cpp), by model", ("model",)),
     "hoshikage_model_loads": ("Model loads, by model", ("model",)),
     "hoshikage_cold_starts": ("Daemon starts (each socket activation is one)", ()),
 }
@@ -73,6 +81,7 @@ GAUGES = {
     "hoshikage_queue_depth": "Requests waiting for a model's slots",
     "hoshikage_busy_slots": "A model's slots generating now",
     "hoshikage_slots": "A model's slots",
+    "hoshikage_kv_cache_bytes": "KV state held by a model's prompt cache, by tier (host or disk)",
 }
 
 
@@ -164,7 +173,8 @@ class Metrics:
             yield GaugeMetricFamily("hoshikage_ready_seconds", "From the latest process's start to READY=1",
                                     value=self.ready_seconds)
         for name, help_text in GAUGES.items():
-            labels = ("model", "where") if name == "hoshikage_model_memory_bytes" else ("model",)
+            labels = {"hoshikage_model_memory_bytes": ("model", "where"),
+                      "hoshikage_kv_cache_bytes": ("model", "tier")}.get(name, ("model",))
             family = GaugeMetricFamily(name, help_text, labels=labels)
             for values, value in sorted(live.get(name, {}).items()):
                 family.add_metric(values, value)
@@ -184,8 +194,14 @@ def live_gauges(pool) -> dict:
     gauges: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in GAUGES}
     gauges["hoshikage_prompt_cache_reused_tokens"] = {(alias, ): float(tokens)
                                                       for alias, tokens in pool.prompt_cache_reused().items()}
+    for alias, counters in pool.kv_cache_counters().items():
+        for counter, value in counters.items():
+            gauges.setdefault(f"hoshikage_kv_cache_{counter}", {})[(alias,)] = float(value)
     for model in pool.describe():
         alias = model["model"]
+        for tier in ("host", "disk"):
+            if "tiers" in model["prompt_cache"]:
+                gauges["hoshikage_kv_cache_bytes"][(alias, tier)] = float(model["prompt_cache"]["tiers"][tier]["bytes"])
         gauges["hoshikage_model_loaded"][(alias,)] = 1.0
         gauges["hoshikage_model_memory_bytes"][(alias, "host")] = float(model["host_bytes"])
         gauges["hoshikage_model_memory_bytes"][(alias, "gpu")] = float(model["device_bytes"])

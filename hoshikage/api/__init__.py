@@ -48,7 +48,9 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         flash_attn=settings.flash_attn,
         prompt_cache_min_tokens=settings.prompt_cache_min_tokens, slots=settings.slots,
         batch_invariant=settings.batch_invariant, weight_repack=repack.allowed,
-        adaptive_threads=settings.adaptive_threads),
+        adaptive_threads=settings.adaptive_threads, prompt_cache_dir=settings.prompt_cache_path,
+        prompt_cache_ram_bytes=settings.prompt_cache_ram_mib * 2**20,
+        prompt_cache_disk_bytes=settings.prompt_cache_disk_mib * 2**20),
         settings.ramdisk_path,
         max_waiting=settings.max_queue, budget_bytes=settings.memory_budget_mib * 2**20,
         devices=native.device_report, device_budget_bytes=settings.gpu_memory_budget_mib * 2**20,
@@ -56,6 +58,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
                                         metrics.observe("hoshikage_model_load_seconds", (alias,), seconds)))
     # Opens nothing yet: the store and the embedding model load on the first memory request.
     app[keys.MEMORY] = Memory(MemorySettings.from_settings(settings))
+    app[keys.MEMORY].on_forget = app[keys.POOL].forget_prompt_cache
     app.on_response_prepare.append(_add_request_id)
     app.on_response_prepare.append(_close_when_draining)
     openai.setup_routes(app)

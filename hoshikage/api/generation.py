@@ -89,12 +89,14 @@ async def run_generation(
     request: web.Request,
     parsed: GenerationRequest,
     build_prompt: Callable[[LoadedModel], Prompt] | Callable[[LoadedModel], Awaitable[Prompt]],
+    conversation_id: str | None = None,
 ) -> AsyncIterator[Chunk]:
-    """Yield the chunks of PARSED, from the first token to the one with finish_reason."""
+    """Yield the chunks of PARSED, from the first token to the one with finish_reason. CONVERSATION_ID: the
+    stored conversation it continues, whose forget also drops the KV state it leaves."""
     pool = request.app[keys.POOL]
     scheduler = await scheduler_for(request, parsed.model)
     try:
-        stream = await _submit(scheduler, parsed, build_prompt)
+        stream = await _submit(scheduler, parsed, build_prompt, conversation_id)
     finally:
         scheduler.release_lease()  # queued (so busy) by now, or failed
     try:
@@ -114,6 +116,9 @@ async def run_generation(
             if chunk.finish_reason is not None:
                 if chunk.index == 0:  # the choices share one prompt
                     metrics.count("hoshikage_prompt_tokens", (parsed.model,), chunk.prompt_tokens)
+                    if chunk.restored_tokens:
+                        request["log_fields"] = {**request.get("log_fields", {}),
+                                                 "KV_RESTORED": chunk.restored_tokens}
                 metrics.count("hoshikage_generated_tokens", (parsed.model,), chunk.completion_tokens)
             yield chunk
     except GenerationFailed as error:
@@ -125,7 +130,8 @@ async def run_generation(
         pool.touch(parsed.model)
 
 
-async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[LoadedModel], Prompt]):
+async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[LoadedModel], Prompt],
+                  cache_tag: str | None = None):
     """Build the prompt and queue the job; each failure as the APIError the client should see."""
     try:
         if inspect.iscoroutinefunction(build_prompt):  # memory's assembly awaits its own thread
@@ -151,7 +157,7 @@ async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[
             raise invalid("The grammar made from 'response_format' is not one llama.cpp accepts",
                           param="response_format", code="unsupported_schema") from None
     try:
-        return scheduler.submit(prompt, parsed.sampling, parsed.max_tokens, parsed.n)
+        return scheduler.submit(prompt, parsed.sampling, parsed.max_tokens, parsed.n, tag=cache_tag)
     except TooManyChoices as error:
         raise invalid(f"n={error.n} is more than the {error.slots} choices '{parsed.model}' can generate at once",
                       param="n") from None

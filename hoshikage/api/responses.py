@@ -205,7 +205,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     request["model"] = parsed.model
     turn = _Turn(request, parsed)
     await turn.load_history()
-    chunks = run_generation(request, parsed, turn.build_prompt)
+    chunks = run_generation(request, parsed, turn.build_prompt, turn.conversation_id if parsed.store else None)
     first = await anext(chunks)  # errors before generation stay proper JSON errors, streams too
     if parsed.stream:
         return await _stream(request, turn, first, chunks)

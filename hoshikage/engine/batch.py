@@ -19,12 +19,15 @@ Only the model's worker thread calls into this module.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from hoshikage.engine.llama import BATCH_TOKENS, Chunk, LoadedModel, Prompt, TokenLogprob
+from hoshikage.engine.prompt_cache import PromptCache, shared_prefix
 from hoshikage.engine.sampling import GrammarTooCostly, Sampler, SamplingCancelled, SamplingParams, log_probabilities
 from hoshikage.engine.text_stream import TextAssembler
 
@@ -40,6 +43,7 @@ class Job:
     n: int
     emit: Callable[[Chunk | BaseException], None]  # thread-safe, never blocks
     cancelled: threading.Event
+    tag: str | None = None  # the conversation it continues: its saved KV is forgotten with it
 
 
 @dataclasses.dataclass(eq=False)
@@ -48,6 +52,7 @@ class _Slot:
     cached: list[int] = dataclasses.field(default_factory=list)  # tokens whose KV the sequence holds
     sequence: _Sequence | None = None
     last_used: int = 0  # step number, to pick which cache to overwrite
+    tags: set[str] = dataclasses.field(default_factory=set)  # conversations whose text its cache holds
 
 
 @dataclasses.dataclass(eq=False)
@@ -66,22 +71,16 @@ class _Sequence:
     generated: int = 0
     order: int = 0  # admission order: older prompts are read first
     logprobs: list = dataclasses.field(default_factory=list)  # TokenLogprobs not yet sent with a chunk
-
-
-def shared_prefix(cached: list[int], tokens: tuple[int, ...]) -> int:
-    shared = 0
-    for cached_token, token in zip(cached, tokens):
-        if cached_token != token:
-            break
-        shared += 1
-    return shared
+    restored: int = 0  # prompt tokens restored from the prompt cache
 
 
 class BatchEngine:
-    def __init__(self, model: LoadedModel):
+    def __init__(self, model: LoadedModel, cache: PromptCache | None = None):
         import llama_cpp
 
         self.model = model
+        self.cache = cache  # the host and disk tiers behind the slots (engine/prompt_cache.py)
+        self._forgotten: set[str] = set()  # conversations forgotten while a slot of theirs was generating
         self._llama = llama_cpp
         self._ctx = model.context.ctx
         self._memory = model.context.memory
@@ -91,6 +90,7 @@ class BatchEngine:
         self._admitted = 0
         self.prompt_tokens_reused = 0  # taken from a slot's cache instead of read
         self.prompt_tokens_read = 0
+        self.restored_tokens = 0  # of those, restored from the prompt cache's tiers
 
     # Admission ---------------------------------------------------------------
 
@@ -118,6 +118,18 @@ class BatchEngine:
         first = max(free, key=lambda slot: (shared_prefix(slot.cached, tokens), -slot.last_used))
         others = sorted((slot for slot in free if slot is not first), key=lambda slot: slot.last_used)
         reused = shared_prefix(first.cached, tokens)
+        for slot in [first, *others[:job.n - 1]]:
+            # About to hold another prompt: what it holds goes to the host tier, when what would be lost is worth
+            # it (a conversation's next turn loses a few end-of-turn tokens, not worth a copy).
+            if len(slot.cached) - shared_prefix(slot.cached, tokens) >= self.model.prompt_cache_min_tokens:
+                self._keep(slot)
+        restored_before = self.restored_tokens
+        reused = self._restore(first, tokens, reused)
+        restored = self.restored_tokens - restored_before
+        if reused == 0:
+            first.tags = set()
+        if job.tag:
+            first.tags.add(job.tag)
         # Short prefixes are read afresh: llama.cpp's numerics depend a little on
         # how tokens are batched, and a short prompt costs little to read, so the
         # same short request with the same seed gives the same text.
@@ -134,10 +146,60 @@ class BatchEngine:
         self.prompt_tokens_reused += reused
         self.prompt_tokens_read += len(tokens) - reused
         leader = self._start(job, 0, first, limit, list(tokens[reused:]), reused, None)
+        leader.restored = restored
         for index, slot in enumerate(others[:job.n - 1], start=1):
+            slot.tags = set(first.tags)
             self._start(job, index, slot, limit, [], 0, leader)
         if reused:
             log.debug("prompt cache: %d of %d prompt tokens reused", reused, len(tokens))
+
+    # The prompt cache's tiers ------------------------------------------------
+
+    def _keep(self, slot: _Slot, persist: bool = False) -> None:
+        """Save SLOT's KV state in the prompt cache (worth it from prompt_cache_min_tokens on)."""
+        if self.cache is None or len(slot.cached) < self.cache.min_tokens:
+            return
+        llama = self._llama
+        size = llama.llama_state_seq_get_size(self._ctx, slot.seq_id)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama.llama_state_seq_get_data(self._ctx, buffer, size, slot.seq_id)
+        if written:
+            self.cache.keep(slot.cached, bytes(memoryview(buffer)[:written]), frozenset(slot.tags), persist)
+
+    def _restore(self, slot: _Slot, tokens: tuple[int, ...], reused: int) -> int:
+        """Restore into SLOT the cached state sharing the most with TOKENS, when it shares more than the REUSED
+        tokens the slot already holds; how many tokens are now reused."""
+        if self.cache is None:
+            return reused
+        entry, shared = self.cache.best(tokens)
+        if entry is None or shared <= reused:
+            return reused
+        state = self.cache.state_of(entry)
+        if state is None:
+            return reused
+        llama = self._llama
+        llama.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        if not llama.llama_state_seq_set_data(self._ctx, (ctypes.c_uint8 * len(state)).from_buffer_copy(state),
+                                              len(state), slot.seq_id):
+            self.cache.rejected(entry)
+            self._forget(slot)
+            return 0
+        slot.cached = list(entry.tokens)
+        slot.tags = set(entry.tags)
+        self.cache.restored(entry, min(shared, len(tokens) - 1))
+        self.restored_tokens += min(shared, len(tokens) - 1)
+        return shared
+
+    def forget_tag(self, tag: str) -> None:
+        """A conversation was forgotten: drop the slots and entries that hold its text (between steps)."""
+        for slot in self._slots:
+            if tag in slot.tags:
+                if slot.sequence is None:
+                    self._forget(slot)
+                else:
+                    self._forgotten.add(tag)  # once it finishes
+        if self.cache is not None:
+            self.cache.forget(tag)
 
     def _start(self, job, index, slot, limit, pending, position, leader) -> _Sequence:
         ends = self.model.end_of_generation_tokens if job.sampling.ignore_eos else ()
@@ -258,16 +320,19 @@ class BatchEngine:
         if tail and reason != "cancelled":
             sequence.job.emit(Chunk(tail, index=sequence.index, logprobs=self._take_logprobs(sequence)))
         sequence.job.emit(Chunk("", reason, len(sequence.job.prompt.tokens), sequence.generated, sequence.index,
-                                logprobs=self._take_logprobs(sequence)))
+                                logprobs=self._take_logprobs(sequence), restored_tokens=sequence.restored))
         sequence.sampler.close()
         sequence.slot.sequence = None
         sequence.slot.last_used = self._steps
-        if sequence.pending or sequence.leader is not None:
-            self._forget(sequence.slot)  # a half-read prompt is no use as a cache
+        if sequence.pending or sequence.leader is not None or sequence.slot.tags & self._forgotten:
+            self._forget(sequence.slot)  # a half-read prompt is no use as a cache; a forgotten one must go
+        if not self.active:
+            self._forgotten.clear()  # every slot that held them has finished and been dropped
 
     def _forget(self, slot: _Slot) -> None:
         self._llama.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         slot.cached = []
+        slot.tags = set()
 
     def fail_job(self, job: Job, error: BaseException) -> None:
         """End JOB, every choice of it, with ERROR; the model's other jobs go on."""
@@ -298,4 +363,14 @@ class BatchEngine:
         for slot in self._slots:
             if slot.sequence is not None:
                 self._finish(slot.sequence, "cancelled")
+        if self.cache is not None:
+            # Unloaded (LRU, budget, keep_alive) or exiting: the slots' prefixes outlive the model, longest first.
+            started, saves = time.monotonic(), self.cache.counters.saves
+            for slot in sorted(self._slots, key=lambda slot: -len(slot.cached)):
+                self._keep(slot, persist=True)
+            self.cache.persist_all()
+            disk = self.cache.describe()["disk"]
+            log.info("prompt cache of %s: %d slot prefixes saved, %d entries (%.0f MiB) on disk, in %.2f s",
+                     self.model.entry.alias, self.cache.counters.saves - saves, disk["entries"],
+                     disk["bytes"] / 2**20, time.monotonic() - started, extra={"MODEL": self.model.entry.alias})
         self._llama.llama_batch_free(self._batch)

@@ -57,6 +57,7 @@ class Chunk:
     completion_tokens: int = 0
     index: int = 0  # which of the request's n choices
     logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens since the last chunk, when asked for
+    restored_tokens: int = 0  # (final chunk) prompt tokens restored from the prompt cache's tiers, not read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,9 @@ class LoadOptions:
     batch_invariant: bool = True
     weight_repack: bool = False  # what engine/cpu_weights.py allows on this host; off unless it says so
     adaptive_threads: bool = True  # fewer threads while other programs keep cores busy (cpu_share.py)
+    prompt_cache_dir: Path | None = None  # the KV prompt cache's disk tier (engine/prompt_cache.py); None: none
+    prompt_cache_ram_bytes: int = 0
+    prompt_cache_disk_bytes: int = 0
 
     def repacks_weights(self, embedding: bool) -> bool:
         """Whether a model's weights go into llama.cpp's repacked CPU buffers.

@@ -6,16 +6,19 @@ import asyncio
 import dataclasses
 import logging
 import math
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from hoshikage.engine import offload, ramdisk
+from hoshikage.engine import native, offload, ramdisk
 from hoshikage.engine.budget import default_budget_bytes, model_shape
 from hoshikage.engine.cpu_share import CpuShare
 from hoshikage.engine.embedding import EmbeddingModel, EmbeddingRunner, embedding_context_length
 from hoshikage.engine.llama import LoadedModel, LoadOptions, ModelLoadError
 from hoshikage.engine.native import Device, offload_devices
+from hoshikage.engine.prompt_cache import PromptCache, forget_everywhere, identity_digest
 from hoshikage.engine.scheduler import ModelScheduler
 from hoshikage.model_files import why_unloadable
 from hoshikage.registry import ModelEntry, Registry
@@ -32,8 +35,9 @@ class UnknownModel(Exception):
 class ModelTooLarge(Exception):
     """The model alone needs more than the whole memory budget: it can never be loaded."""
 
-    def __init__(self, alias: str, needed: int, budget: int, where: str = "memory"):
-        super().__init__(f"model '{alias}' needs about {needed / 2**20:.0f} MiB, more than the whole "
+    def __init__(self, alias: str, needed: int, budget: int, where: str = "memory", cache: int = 0):
+        cached = f" (of which {cache / 2**20:.0f} MiB for its prompt cache, prompt_cache_ram_mib)" if cache else ""
+        super().__init__(f"model '{alias}' needs about {needed / 2**20:.0f} MiB{cached}, more than the whole "
                          f"{where} budget of {budget / 2**20:.0f} MiB")
 
 
@@ -84,6 +88,7 @@ class ModelPool:
         self.last_event = ""  # the latest load or unload, for a person reading `systemctl status`
         self._on_load = on_load  # (alias, seconds including RAM-disk staging): the metrics' hook
         self._retired_reuse: dict[str, int] = {}  # prompt-cache reuse of models since unloaded
+        self._retired_kv: dict[str, Counter] = {}  # the KV prompt caches' counters of models since unloaded
 
     async def scheduler_for(self, alias: str) -> ModelScheduler:
         """The scheduler of ALIAS, loading (or reloading a changed) model first.
@@ -131,15 +136,22 @@ class ModelPool:
         requested = entry.gpu_layers if entry.gpu_layers is not None else self.options.gpu_layers
         device_budget = self.device_budget_bytes
         # As it would be placed with the GPU to itself: auto takes as many layers as fit then.
-        plan = offload.plan(requested, shape, device_budget, bool(self._gpus))
+        # The prompt cache's host tier is the model's memory too, and counted so.
+        cache_bytes = 0 if entry.embedding else self.options.prompt_cache_ram_bytes
+
+        def placed(*args) -> offload.OffloadPlan:
+            plan = offload.plan(*args)
+            return dataclasses.replace(plan, host_bytes=plan.host_bytes + cache_bytes)
+
+        plan = placed(requested, shape, device_budget, bool(self._gpus))
         if plan.host_bytes > self.budget_bytes:
-            raise ModelTooLarge(alias, plan.host_bytes, self.budget_bytes)
+            raise ModelTooLarge(alias, plan.host_bytes, self.budget_bytes, cache=cache_bytes)
         if plan.device_bytes > device_budget:
             raise ModelTooLarge(alias, plan.device_bytes, device_budget, "GPU memory")
         while not self._fits(plan):
             idle = [(slot.last_used, other) for other, slot in self._slots.items() if not slot.scheduler.busy]
             if not idle:
-                if requested == offload.AUTO and self._fits(smaller := offload.plan(
+                if requested == offload.AUTO and self._fits(smaller := placed(
                         requested, shape, device_budget - self._used("device_bytes"), True)):
                     log.info("%s gets %d of %d layers on the GPU: the rest of its memory is held by busy models",
                              alias, smaller.gpu_layers, shape.offloadable, extra={"MODEL": alias})
@@ -186,7 +198,45 @@ class ModelPool:
         if entry.embedding:
             return EmbeddingRunner(model, self.max_waiting)
         cpu_share = CpuShare(self.options.threads) if self.options.adaptive_threads else None
-        return ModelScheduler(model, self.max_waiting, cpu_share)
+        cache = await asyncio.to_thread(self._prompt_cache, model, plan)
+        return ModelScheduler(model, self.max_waiting, cpu_share, cache)
+
+    def _prompt_cache(self, model: LoadedModel, plan: offload.OffloadPlan) -> PromptCache | None:
+        """MODEL's KV prompt cache, bound to everything its saved state depends on (engine/prompt_cache.py)."""
+        options = self.options
+        if not (options.prompt_cache_ram_bytes or options.prompt_cache_disk_bytes):
+            return None
+        import llama_cpp
+
+        source = Path(model.entry.path).resolve()
+        facts = {"model": str(source), "size": source.stat().st_size, "mtime_ns": source.stat().st_mtime_ns,
+                 "llama_cpp": llama_cpp.__version__, "cpu": native.cpu_backend()["variant"],
+                 "context_per_slot": model.context_length, "flash_attn": options.flash_attn, "kv_type": "f16",
+                 "swa_full": True, "gpu_layers": plan.gpu_layers, "repacked": options.repacks_weights(False)}
+        safe_alias = re.sub(r"[^A-Za-z0-9._-]", "_", model.entry.alias)
+        try:
+            return PromptCache(options.prompt_cache_dir, f"{safe_alias}-{identity_digest(facts)}",
+                               options.prompt_cache_ram_bytes, options.prompt_cache_disk_bytes,
+                               options.prompt_cache_min_tokens)
+        except OSError as error:  # an unwritable directory: the admin's to fix; serving goes on, in memory only
+            log.warning("the prompt cache's disk tier at %s cannot be used (%s); set prompt_cache_dir",
+                        options.prompt_cache_dir, error)
+            return PromptCache(None, "", options.prompt_cache_ram_bytes, 0, options.prompt_cache_min_tokens)
+
+    def forget_prompt_cache(self, conversation_id: str | None) -> None:
+        """Drop what every model holds of CONVERSATION_ID (None: everything), loaded or not, on disk too.
+        Thread-safe (memory calls it on its own thread): schedulers and caches take their own locks."""
+        for slot in list(self._slots.values()):
+            scheduler = slot.scheduler
+            if isinstance(scheduler, ModelScheduler) and scheduler.cache is not None:
+                if conversation_id is None:
+                    scheduler.cache.clear()
+                else:
+                    scheduler.forget_tag(conversation_id)
+        if self.options.prompt_cache_dir is not None:
+            removed = forget_everywhere(self.options.prompt_cache_dir, conversation_id)
+            if removed:
+                log.info("forgot %d saved KV entries of %s", removed, conversation_id or "every conversation")
 
     def _staging(self, alias: str, done: int, total: int) -> None:
         # Called from the staging thread; a str assignment is atomic, and the
@@ -199,7 +249,9 @@ class ModelPool:
             return
         reused = slot.scheduler.describe_prompt_cache()["reused_tokens"]
         self._retired_reuse[alias] = self._retired_reuse.get(alias, 0) + reused
-        await slot.scheduler.close()
+        await slot.scheduler.close()  # saves the slots' KV state to the disk tier first
+        if isinstance(slot.scheduler, ModelScheduler) and slot.scheduler.cache is not None:
+            self._retired_kv.setdefault(alias, Counter()).update(slot.scheduler.cache.counters_now())
         self.last_event = f"{alias} unloaded"
         log.info("model %s unloaded", alias, extra={"MODEL": alias})
 
@@ -251,6 +303,14 @@ class ModelPool:
         totals = dict(self._retired_reuse)
         for alias, slot in self._slots.items():
             totals[alias] = totals.get(alias, 0) + slot.scheduler.describe_prompt_cache()["reused_tokens"]
+        return totals
+
+    def kv_cache_counters(self) -> dict[str, Counter]:
+        """Each model's KV prompt-cache counters in this process (saves, restores, ...), unloaded ones included."""
+        totals = {alias: Counter(counters) for alias, counters in self._retired_kv.items()}
+        for alias, slot in list(self._slots.items()):
+            if isinstance(slot.scheduler, ModelScheduler) and slot.scheduler.cache is not None:
+                totals.setdefault(alias, Counter()).update(slot.scheduler.cache.counters_now())
         return totals
 
     async def close(self) -> None:

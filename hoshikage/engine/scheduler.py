@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from hoshikage.engine.batch import BatchEngine, Job
 from hoshikage.engine.cpu_share import CpuShare
 from hoshikage.engine.llama import Chunk, LoadedModel, Prompt
+from hoshikage.engine.prompt_cache import PromptCache
 from hoshikage.engine.sampling import SamplingParams
 
 log = logging.getLogger("hoshikage.scheduler")
@@ -118,13 +119,16 @@ class TokenStream:
 
 
 class ModelScheduler:
-    def __init__(self, model: LoadedModel, max_waiting: int, cpu_share: CpuShare | None = None):
+    def __init__(self, model: LoadedModel, max_waiting: int, cpu_share: CpuShare | None = None,
+                 cache: PromptCache | None = None):
         self.model = model
         self.cpu_share = cpu_share  # None: always decode with the configured threads
         self.max_waiting = max_waiting
         self.leases = 0  # handed out by the pool, job not submitted yet
         self.running = 0  # requests holding slots
-        self._engine = BatchEngine(model)
+        self.cache = cache
+        self._engine = BatchEngine(model, cache)
+        self._forget_tags: set[str] = set()  # conversations forgotten, for the worker to drop between steps
         self._queue: collections.deque[tuple[Job, TokenStream]] = collections.deque()
         self._touched: set[TokenStream] = set()  # streams that got chunks in this step
         self._lock = threading.Condition()
@@ -140,7 +144,19 @@ class ModelScheduler:
         return self._engine.describe_slots()
 
     def describe_prompt_cache(self) -> dict:
-        return {"reused_tokens": self._engine.prompt_tokens_reused, "read_tokens": self._engine.prompt_tokens_read}
+        described = {"reused_tokens": self._engine.prompt_tokens_reused, "read_tokens": self._engine.prompt_tokens_read,
+                     "restored_tokens": self._engine.restored_tokens}
+        if self.cache is not None:
+            described["tiers"] = self.cache.describe()
+        return described
+
+    def forget_tag(self, tag: str) -> None:
+        """Drop what the slots and the prompt cache hold of conversation TAG (the slots between two steps)."""
+        if self.cache is not None:
+            self.cache.forget(tag)
+        with self._lock:
+            self._forget_tags.add(tag)
+            self._lock.notify()
 
     @property
     def waiting(self) -> int:
@@ -157,7 +173,8 @@ class ModelScheduler:
     def release_lease(self) -> None:
         self.leases -= 1
 
-    def submit(self, prompt: Prompt, sampling: SamplingParams, max_tokens: int | None, n: int = 1) -> TokenStream:
+    def submit(self, prompt: Prompt, sampling: SamplingParams, max_tokens: int | None, n: int = 1,
+               tag: str | None = None) -> TokenStream:
         """Queue a request; QueueFull when it cannot start now and max_waiting clients already wait."""
         if n > self.slots:
             raise TooManyChoices(n, self.slots)
@@ -167,7 +184,7 @@ class ModelScheduler:
         def emit(item: Chunk | BaseException) -> None:
             self._emit(stream, item, unfinished)
 
-        job = Job(prompt, sampling, max_tokens, n, emit, stream.cancelled)
+        job = Job(prompt, sampling, max_tokens, n, emit, stream.cancelled, tag)
         with self._lock:
             must_wait = bool(self._queue) or self._engine.free_slots < n
             waiting = sum(not queued.cancelled.is_set() for _, queued in self._queue)
@@ -195,8 +212,11 @@ class ModelScheduler:
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._queue and not self._engine.active and not self._closing:
+                while (not self._queue and not self._engine.active and not self._closing
+                       and not self._forget_tags):
                     self._lock.wait()
+                while self._forget_tags:
+                    self._engine.forget_tag(self._forget_tags.pop())
                 if self._closing and not self._queue and not self._engine.active:
                     break
                 self._admit()

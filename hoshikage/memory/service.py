@@ -68,6 +68,9 @@ class Memory:
         self._last_sweep = time.monotonic()
         self._turn_sentences: OrderedDict[tuple[str, int], tuple[list, Any]] = OrderedDict()
         self._cached_sentences = 0
+        # Told of every forgotten conversation (None: all), on memory's thread: the models' KV prompt caches
+        # hold the same text in another form (engine/prompt_cache.py).
+        self.on_forget: Callable[[str | None], None] | None = None
 
     # Plumbing ----------------------------------------------------------------
 
@@ -238,9 +241,11 @@ class Memory:
             self._cached_sentences -= len(old_rows)
 
     def forget_cached(self, conversation_id: str | None = None) -> None:
-        """Drop cached vectors (of one conversation, or all) after a forget."""
+        """Drop cached vectors and KV state (of one conversation, or all) after a forget."""
         for key in [key for key in self._turn_sentences if conversation_id in (None, key[0])]:
             self._cached_sentences -= len(self._turn_sentences.pop(key)[0])
+        if self.on_forget is not None:
+            self.on_forget(conversation_id)
 
     def _sentences(self, conversation_id: str | None, turns: list[HistoryTurn], keys: list[int]):
         """(rows, vectors) of TURNS' sentences in order; a row is (turn key, sentence index, text)."""

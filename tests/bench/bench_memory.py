@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from hoshikage.engine.batch import shared_prefix  # noqa: E402
+from hoshikage.engine.prompt_cache import shared_prefix  # noqa: E402
 from hoshikage.memory import context  # noqa: E402
 from hoshikage.memory.service import HistoryTurn, Memory, MemorySettings, assemble  # noqa: E402
 from hoshikage.memory.summarize import ClusterRule  # noqa: E402

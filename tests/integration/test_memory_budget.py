@@ -16,7 +16,9 @@ def budget_daemon(tmp_path_factory, gemma_path):
     for alias in ("gemma-a", "gemma-b"):
         register(state, gemma_path, alias, "--chat-format", "gemma", "--ctx", "1024")
     register(state, gemma_path, "gemma-huge-context", "--chat-format", "gemma", "--ctx", "32768")
-    running = Daemon(state, {"HOSHIKAGE_MEMORY_BUDGET_MIB": str(BUDGET_MIB)}, "--no-embedded-model")
+    # The models' own memory is what is budgeted here: no prompt-cache host tier (counted in the budget too).
+    running = Daemon(state, {"HOSHIKAGE_MEMORY_BUDGET_MIB": str(BUDGET_MIB), "HOSHIKAGE_PROMPT_CACHE_RAM_MIB": "0"},
+                     "--no-embedded-model")
     yield running
     running.stop()
 

@@ -54,3 +54,21 @@ def test_nothing_remembered_yet(tmp_path):
     listed = _cli(tmp_path, "list")
     assert listed.returncode == 0 and "nothing remembered" in listed.stdout
     assert not (tmp_path / "chroma").exists()  # listing creates no store
+
+
+def test_forget_also_deletes_the_models_saved_kv_state(tmp_path):
+    from hoshikage.engine.prompt_cache import PromptCache
+
+    store = Store(tmp_path / "chroma")
+    secret, _ = _conversation(store, f"the vault code is {SECRET}")
+    kept, _ = _conversation(store, "hello there")
+    # What a daemon leaves in its prompt cache (STATE_DIR/prompt-cache without a RAM disk) for each of them.
+    saved = PromptCache(tmp_path / "prompt-cache", "gemma-0123", 0, 2**20, 4)
+    saved.keep(tuple(range(10)), SECRET.encode() * 4, frozenset({secret}), persist=True)
+    saved.keep(tuple(range(100, 110)), b"kept" * 4, frozenset({kept}), persist=True)
+    assert len(_files_containing(tmp_path / "prompt-cache", SECRET.encode())) == 1
+    assert _cli(tmp_path, "forget", secret).returncode == 0
+    assert _files_containing(tmp_path / "prompt-cache", SECRET.encode()) == []
+    assert len(list((tmp_path / "prompt-cache").glob("*/*.kv"))) == 1  # the other conversation's stays
+    assert _cli(tmp_path, "forget", "--all").returncode == 0
+    assert list((tmp_path / "prompt-cache").glob("*/*.kv")) == []
