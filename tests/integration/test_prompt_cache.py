@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -82,11 +83,16 @@ def wait_for_exits(activator: Activator, count: int, timeout: float = 120) -> No
         time.sleep(0.2)
 
 
-def test_after_an_idle_exit_the_next_turn_is_restored_not_read(tmp_path, gemma_path, embedding_model_dir):
+def socket_activated(tmp_path, gemma_path, embedding_model_dir) -> tuple[Activator, Path]:
+    """Gemma under socket activation with a 2 s idle exit, memory on; and where its prompt cache saves."""
     register(tmp_path, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "1024")
     cache_dir = tmp_path / "prompt-cache"
-    activator = Activator(tmp_path, "--idle-timeout", "2", env={
-        "HOSHIKAGE_PROMPT_CACHE_DIR": str(cache_dir), "SENTENCE_BERT_MODEL": str(embedding_model_dir)})
+    return Activator(tmp_path, "--idle-timeout", "2", env={
+        "HOSHIKAGE_PROMPT_CACHE_DIR": str(cache_dir), "SENTENCE_BERT_MODEL": str(embedding_model_dir)}), cache_dir
+
+
+def test_after_an_idle_exit_the_next_turn_is_restored_not_read(tmp_path, gemma_path, embedding_model_dir):
+    activator, cache_dir = socket_activated(tmp_path, gemma_path, embedding_model_dir)
     try:
         history = [{"role": "user", "content": STORY}]
         history.append({"role": "assistant", "content": chat(activator.port, history)})
@@ -108,10 +114,7 @@ def test_after_an_idle_exit_the_next_turn_is_restored_not_read(tmp_path, gemma_p
 
 
 def test_forgetting_a_conversation_deletes_its_saved_state(tmp_path, gemma_path, embedding_model_dir):
-    register(tmp_path, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "1024")
-    cache_dir = tmp_path / "prompt-cache"
-    activator = Activator(tmp_path, "--idle-timeout", "2", env={
-        "HOSHIKAGE_PROMPT_CACHE_DIR": str(cache_dir), "SENTENCE_BERT_MODEL": str(embedding_model_dir)})
+    activator, cache_dir = socket_activated(tmp_path, gemma_path, embedding_model_dir)
     try:
         base = f"http://127.0.0.1:{activator.port}/v1"
         conversation = httpx.post(f"{base}/conversations", json={}, timeout=120).json()["id"]
