@@ -33,6 +33,10 @@ from hoshikage.engine.text_stream import TextAssembler
 
 log = logging.getLogger("hoshikage.batch")
 
+# Saving the slots' KV state when a model closes stops after this long (the longest prefixes go first), so an
+# exit stays well inside the daemon's stop timeout (daemon.py) even for a large model's many slots.
+SAVE_AT_CLOSE_SECONDS = 4.0
+
 
 @dataclasses.dataclass
 class Job:
@@ -367,6 +371,10 @@ class BatchEngine:
             # Unloaded (LRU, budget, keep_alive) or exiting: the slots' prefixes outlive the model, longest first.
             started, saves = time.monotonic(), self.cache.counters.saves
             for slot in sorted(self._slots, key=lambda slot: -len(slot.cached)):
+                if time.monotonic() - started > SAVE_AT_CLOSE_SECONDS:
+                    log.warning("prompt cache of %s: saving stopped after %g s, within the stop's time; the "
+                                "shorter prefixes are not kept", self.model.entry.alias, SAVE_AT_CLOSE_SECONDS)
+                    break
                 self._keep(slot, persist=True)
             self.cache.persist_all()
             disk = self.cache.describe()["disk"]

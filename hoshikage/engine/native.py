@@ -72,7 +72,8 @@ def start_backends() -> list[Device]:
     log.info("compute devices: %s", ", ".join(
         f"{device.description or device.name} ({device.kind}, {device.free_bytes / 2**30:.1f} of "
         f"{device.total_bytes / 2**30:.1f} GiB free)" for device in gpus) or "CPU only")
-    log.info("llama.cpp CPU backend: %s", cpu_backend()["variant"], extra={"CPU_VARIANT": _loaded_cpu_variant()})
+    variant = _loaded_cpu_variant()
+    log.info("llama.cpp CPU backend: %s", variant, extra={"CPU_VARIANT": variant})
     return devices
 
 
