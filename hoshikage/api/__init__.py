@@ -41,6 +41,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[keys.CONNECTIONS] = ConnectionGuard(settings.connection_idle_seconds, settings.max_connections)
     metrics = app[keys.METRICS] = Metrics(live=lambda: live_gauges(app[keys.POOL]))
     repack = app[keys.CPU_WEIGHTS] = cpu_weights.for_this_host(settings.cpu_weight_repack)
+    app[keys.CPU_BACKEND] = native.cpu_backend()  # fixed for the process's life: not asked again per /v1/status
     log.info("repacked CPU weights %s: %s", "allowed" if repack.allowed else "off", repack.reason,
              extra={"CPU_WEIGHT_REPACK": repack.journal_value})
     app[keys.POOL] = ModelPool(registry, LoadOptions(

@@ -21,3 +21,4 @@ CONNECTIONS = web.AppKey("connections", ConnectionGuard)
 MEMORY = web.AppKey("memory", Memory)
 METRICS = web.AppKey("metrics", Metrics)
 CPU_WEIGHTS = web.AppKey("cpu_weights", RepackDecision)
+CPU_BACKEND = web.AppKey("cpu_backend", dict)  # the variant and features, asked once

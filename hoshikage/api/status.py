@@ -6,7 +6,6 @@ from aiohttp import web
 
 from hoshikage import __version__
 from hoshikage.api import keys
-from hoshikage.engine import native
 
 
 async def health(request: web.Request) -> web.Response:
@@ -28,7 +27,7 @@ async def status(request: web.Request) -> web.Response:
         "devices": request.app[keys.POOL].describe_devices(),
         "gpu_memory_budget_bytes": request.app[keys.POOL].device_budget_bytes,
         # llama.cpp's CPU backend (a portable build's chosen variant) and the weight-repacking rule.
-        "cpu": {**native.cpu_backend(), "weight_repack": request.app[keys.CPU_WEIGHTS].describe()},
+        "cpu": {**request.app[keys.CPU_BACKEND], "weight_repack": request.app[keys.CPU_WEIGHTS].describe()},
         "registered_models": sorted(request.app[keys.REGISTRY].entries()),
         "queue": {
             "in_flight_requests": activity.in_flight,

@@ -210,7 +210,7 @@ class ModelPool:
 
         source = Path(model.entry.path).resolve()
         facts = {"model": str(source), "size": source.stat().st_size, "mtime_ns": source.stat().st_mtime_ns,
-                 "llama_cpp": llama_cpp.__version__, "cpu": native.cpu_backend()["variant"],
+                 "llama_cpp": llama_cpp.__version__, "cpu": native.loaded_cpu_variant(),
                  "context_per_slot": model.context_length, "flash_attn": options.flash_attn, "kv_type": "f16",
                  "swa_full": True, "gpu_layers": plan.gpu_layers, "repacked": options.repacks_weights(False)}
         safe_alias = re.sub(r"[^A-Za-z0-9._-]", "_", model.entry.alias)

@@ -72,7 +72,7 @@ def start_backends() -> list[Device]:
     log.info("compute devices: %s", ", ".join(
         f"{device.description or device.name} ({device.kind}, {device.free_bytes / 2**30:.1f} of "
         f"{device.total_bytes / 2**30:.1f} GiB free)" for device in gpus) or "CPU only")
-    variant = _loaded_cpu_variant()
+    variant = loaded_cpu_variant()
     log.info("llama.cpp CPU backend: %s", variant, extra={"CPU_VARIANT": variant})
     return devices
 
@@ -117,7 +117,7 @@ def cpu_backend() -> dict:
             while listing and listing[index].name:
                 features[listing[index].name.decode()] = (listing[index].value or b"").decode()
                 index += 1
-    return {"variant": _loaded_cpu_variant(), "features": features}
+    return {"variant": loaded_cpu_variant(), "features": features}
 
 
 def cpu_extra_buffer_types() -> tuple[str, ...] | None:
@@ -140,7 +140,7 @@ def cpu_extra_buffer_types() -> tuple[str, ...] | None:
     return tuple(names)
 
 
-def _loaded_cpu_variant(maps: Path = Path("/proc/self/maps")) -> str:
+def loaded_cpu_variant(maps: Path = Path("/proc/self/maps")) -> str:
     """Which libggml-cpu-VARIANT.so this process mapped; "built-in" for a build that links its CPU backend."""
     try:
         text = maps.read_text()
