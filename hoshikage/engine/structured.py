@@ -15,7 +15,15 @@ extended here:
   anchored (the output then matches the whole string, which satisfies the
   schema's search semantics too);
 - escaped punctuation in a pattern (``\\.``), which it copies into GBNF that
-  llama.cpp cannot parse: written as a one-character class (``[.]``).
+  llama.cpp cannot parse: written as a one-character class (``[.]``);
+- a list of types (``["string", "null"]``), for which it keeps only the types
+  and drops every other keyword (``maxLength`` ...): the schema is rewritten as
+  ``anyOf`` one branch per type, each with the keywords that apply to it; and
+  keywords beside ``anyOf``/``oneOf``, which it drops too: they move into each
+  branch;
+- keywords whose value asks for nothing (``uniqueItems: false``,
+  ``minItems: 0``, ``minProperties: 0`` ...) are dropped before anything else
+  looks at the schema, so a schema that states its defaults is accepted.
 
 What llama.cpp still cannot parse is refused when the request is checked
 against the model (api/generation.py), never decoded unconstrained.
@@ -77,6 +85,7 @@ def json_schema_grammar(schema: Any) -> str:
         raise SchemaNotSupported("the schema must be a JSON object")
     _check_meta_schema(schema)
     _check_cost(schema)
+    schema = _normalised(schema)
     _check(schema, "schema")
     from llama_cpp.llama_grammar import SchemaConverter
 
@@ -167,6 +176,89 @@ def _check_cost(schema: dict[str, Any]) -> None:
                 stack.append((node[keyword], f"{where}.{keyword}", depth + 1))
 
 
+# Keywords that constrain only instances of one type (JSON Schema's "type-specific" keywords).
+_KEYWORDS_OF_TYPE = {
+    "string": {"minLength", "maxLength", "pattern", "format"},
+    "integer": {"minimum", "maximum"},
+    "number": {"minimum", "maximum"},
+    "array": {"items", "prefixItems", "minItems", "maxItems"},
+    "object": {"properties", "required", "additionalProperties"},
+}
+_TYPED_KEYWORDS = set().union(*_KEYWORDS_OF_TYPE.values())
+# Values that constrain nothing: the keyword's default, dropped so that a schema stating it is accepted.
+# additionalProperties: true is one too: the converter would build it wrong (any extra value an object, and
+# one extra required after the last listed property), and without it the output has the listed properties only,
+# which the schema allows.
+_NO_OP_VALUES = {"uniqueItems": False, "minItems": 0, "minLength": 0, "minProperties": 0, "minContains": 1,
+                 "additionalProperties": True, "unevaluatedProperties": True, "unevaluatedItems": True,
+                 "required": [], "dependentRequired": {}, "dependentSchemas": {}, "patternProperties": {}}
+# Keywords beside a union that may move into its branches: they hold no subschema, so copying them into every
+# branch costs a few bytes each, never a copy of a subtree (which would grow the grammar exponentially).
+_MOVABLE = {"type", "minLength", "maxLength", "pattern", "format", "minimum", "maximum", "minItems", "maxItems",
+            "required"}
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "prefixItems")
+_SUBSCHEMA_ONES = ("items", "additionalProperties")
+
+
+def _normalised(node: Any) -> Any:
+    """NODE rewritten into what the converter enforces exactly: no-op keywords dropped, a type list split into
+    one anyOf branch per type, keywords beside anyOf/oneOf moved into the branches (recursively)."""
+    if not isinstance(node, dict):
+        return node
+    node = {keyword: value for keyword, value in node.items()
+            if not (keyword in _NO_OP_VALUES and value == _NO_OP_VALUES[keyword]
+                    and type(value) is type(_NO_OP_VALUES[keyword]))}
+    for keyword in _SUBSCHEMA_MAPS:
+        if isinstance(node.get(keyword), dict):
+            node[keyword] = {name: _normalised(child) for name, child in node[keyword].items()}
+    for keyword in _SUBSCHEMA_LISTS:
+        if isinstance(node.get(keyword), list):
+            node[keyword] = [_normalised(child) for child in node[keyword]]
+    for keyword in _SUBSCHEMA_ONES:
+        if isinstance(node.get(keyword), dict):
+            node[keyword] = _normalised(node[keyword])
+    types = node.get("type")
+    if isinstance(types, list) and "$ref" not in node:
+        if len(types) == 1:
+            node["type"] = types[0]
+        elif not {"enum", "const", "anyOf", "oneOf"} & set(node):  # an enum says all; a union: _check refuses
+            return _split_types(node, types)
+    if "$ref" not in node:
+        return _branches_take_siblings(node)
+    return node
+
+
+def _split_types(node: dict[str, Any], types: list[str]) -> dict[str, Any]:
+    """{"type": [A, B], ...} as {"anyOf": [{"type": A, A's keywords}, {"type": B, B's keywords}]}. Each keyword
+    goes to the one type it constrains (minimum/maximum to integer and number): nothing is copied twice."""
+    shared = {keyword: value for keyword, value in node.items()
+              if keyword not in _TYPED_KEYWORDS and keyword != "type"}
+    branches = [{"type": kind, **{keyword: value for keyword, value in node.items()
+                                  if keyword in _KEYWORDS_OF_TYPE.get(kind, ())}} for kind in types]
+    return {**shared, "anyOf": branches}
+
+
+def _branches_take_siblings(node: dict[str, Any]) -> dict[str, Any]:
+    """Keywords beside anyOf/oneOf (which the converter ignores) moved into each branch, where they hold too."""
+    union = "anyOf" if "anyOf" in node else "oneOf" if "oneOf" in node else None
+    if union is None or not isinstance(node[union], list):
+        return node
+    kept = ANNOTATIONS | {"$defs", "definitions"}  # references point at these where they are
+    siblings = {keyword: value for keyword, value in node.items() if keyword != union and keyword not in kept}
+    if not siblings or set(siblings) - _MOVABLE:
+        return node  # nothing to move, or a subschema beside the union: _check refuses it
+    branches = []
+    for branch in node[union]:
+        if not isinstance(branch, dict):
+            return node  # a boolean branch: _check says what is wrong
+        clash = [keyword for keyword in siblings if keyword in branch and branch[keyword] != siblings[keyword]]
+        if clash or "$ref" in branch:
+            return node  # left as written: _check refuses what would be lost
+        branches.append(_normalised({**branch, **siblings}))
+    return {**{keyword: value for keyword, value in node.items() if keyword in kept}, union: branches}
+
+
 def _check(node: Any, where: str) -> None:
     if isinstance(node, bool):
         if node is False:
@@ -177,6 +269,11 @@ def _check(node: Any, where: str) -> None:
     for keyword in node:
         if keyword not in ENFORCED and keyword not in ANNOTATIONS:
             raise SchemaNotSupported(f"the keyword '{keyword}' at '{where}' cannot be enforced by the grammar")
+    for union in ("anyOf", "oneOf"):
+        if union in node and set(node) - ANNOTATIONS - {union, "$defs", "definitions"}:
+            others = sorted(set(node) - ANNOTATIONS - {union, "$defs", "definitions"})
+            raise SchemaNotSupported(f"{', '.join(repr(key) for key in others)} beside '{union}' at '{where}' "
+                                     f"cannot be enforced; move them into each branch of '{union}'")
     if "pattern" in node and ("minLength" in node or "maxLength" in node):
         raise SchemaNotSupported(f"'pattern' together with minLength/maxLength at '{where}' cannot be enforced; "
                                  "put the length into the pattern")

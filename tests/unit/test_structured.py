@@ -23,6 +23,9 @@ def test_json_object_has_an_object_at_the_root():
     ({"type": "string", "pattern": "^a+$", "maxLength": 3}, "pattern"),
     ({"$ref": "https://example.com/schema.json"}, "local references"),
     ({"allOf": [{"type": "string"}]}, "allOf"),
+    # Subschemas beside a union would be copied into every branch (a grammar that grows exponentially).
+    ({"anyOf": [{"required": ["a"]}, {"required": ["b"]}], "properties": {"a": {"type": "string"}}}, "properties"),
+    ({"type": "array", "items": {"type": "string"}, "uniqueItems": True, "minItems": 0}, "uniqueItems"),
 ])
 def test_what_a_grammar_cannot_enforce_is_refused_by_name(schema, keyword):
     with pytest.raises(SchemaNotSupported, match=keyword):
