@@ -34,7 +34,7 @@ from hoshikage.api.ollama_protocol import (chat_messages, details, digest, done_
                                            tool_calls_out, unknown_options)
 from hoshikage.api.protocol import parse_chat_request, parse_completion_request, whole_number
 from hoshikage.api.sse import started_stream
-from hoshikage.api.tool_answers import tool_answer
+from hoshikage.api.tool_answers import text_splitter, tool_answer
 from hoshikage.engine.llama import Chunk
 
 log = logging.getLogger("hoshikage.api")
@@ -266,16 +266,19 @@ async def _generate(request: web.Request, exchange: _Exchange, parsed, prompt) -
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
         started_stream(request, response, lambda stream, error: _write(stream, {"error": error.message}))
-    # With tools, a call is known only once the answer is complete: it comes whole, in the last line.
-    streaming_text = response is not None and not parsed.calls_tools
-    if streaming_text and first.text:
-        await _write(response, _line(exchange, first.text))
+    # With tools, text streams up to where a call may begin; the calls come whole, in the last line.
+    splitter = text_splitter(request, parsed) if parsed.calls_tools else None
+
+    async def send(text: str) -> None:
+        if response is not None and (visible := splitter.feed(text) if splitter else text):
+            await _write(response, _line(exchange, visible))
+
+    await send(first.text)
     # A failure from here on is reported in the stream once it is open (api/sse.py).
     async for chunk in chunks:
         if chunk.text:
             pieces.append(chunk.text)
-            if streaming_text:
-                await _write(response, _line(exchange, chunk.text))
+            await send(chunk.text)
         if chunk.finish_reason is not None:
             final = chunk
     request["tokens"] = final.completion_tokens
@@ -284,11 +287,9 @@ async def _generate(request: web.Request, exchange: _Exchange, parsed, prompt) -
         response = web.json_response(last)
         await response.prepare(request)  # sent before the model is released, not after
     else:
-        if streaming_text:  # the text went line by line
-            if "message" in last:
-                last["message"]["content"] = ""
-            else:
-                last["response"] = ""
+        field = last["message"] if "message" in last else last
+        key = "content" if "message" in last else "response"
+        field[key] = splitter.rest(field[key]) if splitter else ""  # the rest was sent line by line
         await _write(response, last)
     await response.write_eof()
     await _settle_keep_alive(request, exchange)

@@ -20,7 +20,7 @@ from hoshikage.api.errors import APIError
 from hoshikage.api.body import read_json
 from hoshikage.api.generation import new_id, now, parse_body, run_generation, sentence_model_available, usage
 from hoshikage.api.protocol import GenerationRequest, parse_chat_request, parse_completion_request
-from hoshikage.api.tool_answers import tool_answer
+from hoshikage.api.tool_answers import text_splitter, tool_answer
 from hoshikage.api.sse import open_event_stream, send_done, send_event
 from hoshikage.engine.llama import Chunk, TokenLogprob
 
@@ -205,26 +205,33 @@ async def _stream(request: web.Request, surface: _Surface, parsed: GenerationReq
 
 async def _stream_tools(request: web.Request, response: web.StreamResponse, envelope: dict[str, Any], parsed,
                         first: Chunk, chunks) -> web.StreamResponse:
-    """A streamed answer to a request with tools: each choice is read whole, then sent as OpenAI's
-    deltas (content, then one delta per tool call), since a call is known only once it is complete."""
-    parts: dict[int, list[str]] = {}
+    """A streamed answer to a request with tools: text is sent as it is written, up to where a call may begin
+    (engine/tool_stream.py); once a choice ends, the rest of its content, then one delta per tool call."""
+    splitters: dict[int, Any] = {}
+    started: set[int] = set()
     finals: dict[int, Chunk] = {}
 
+    async def send(index: int, delta: dict[str, Any], reason: str | None = None) -> None:
+        if index not in started:
+            delta = {"role": "assistant", **delta}
+            started.add(index)
+        await send_event(response, {**envelope, "choices": [
+            {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}]})
+
     async def settle(chunk: Chunk) -> None:
-        parts.setdefault(chunk.index, []).append(chunk.text)
+        splitter = splitters.setdefault(chunk.index, text_splitter(request, parsed))
+        if text := splitter.feed(chunk.text):
+            await send(chunk.index, {"content": text})
         if chunk.finish_reason is None:
             return
         finals[chunk.index] = chunk
-        content, calls, reason = tool_answer(request, parsed, "".join(parts[chunk.index]), chunk.finish_reason)
-        delta: dict[str, Any] = {"role": "assistant", "content": content}
-        await send_event(response, {**envelope, "choices": [
-            {"index": chunk.index, "delta": delta, "logprobs": None, "finish_reason": None}]})
+        content, calls, reason = tool_answer(request, parsed, splitter.text, chunk.finish_reason)
+        rest = splitter.rest(content)
+        if rest or chunk.index not in started:  # an answer that is only calls still opens with the role
+            await send(chunk.index, {"content": rest or content})
         for number, call in enumerate(calls):
-            await send_event(response, {**envelope, "choices": [
-                {"index": chunk.index, "delta": {"tool_calls": [_tool_call(call, number)]}, "logprobs": None,
-                 "finish_reason": None}]})
-        await send_event(response, {**envelope, "choices": [
-            {"index": chunk.index, "delta": {}, "logprobs": None, "finish_reason": reason}]})
+            await send(chunk.index, {"tool_calls": [_tool_call(call, number)]})
+        await send(chunk.index, {}, reason)
 
     await settle(first)
     async for chunk in chunks:

@@ -139,7 +139,7 @@ RESPONSES_REQUEST = {
         "max_output_tokens": nullable({"type": "integer", "minimum": 1}),
         **{name: FIELDS[name] for name in _SAMPLING},
         "text": nullable(obj([], {"format": _TEXT_FORMAT})),
-        "tools": nullable({"type": "array", "maxItems": 32, "items": _RESPONSES_TOOL}),
+        "tools": nullable({"type": "array", "maxItems": 128, "items": _RESPONSES_TOOL}),
         "tool_choice": {"enum": ["none", "auto", "required", None],
                         "description": "or {\"type\": \"function\", \"name\": ...} naming one of 'tools'; required "
                                        "needs tools and no text.format grammar"},
@@ -295,7 +295,7 @@ OLLAMA_CHAT_REQUEST = {
         "model": _OLLAMA_NAME, "name": _OLLAMA_NAME,
         "messages": {"type": "array", "items": _OLLAMA_MESSAGE,
                      "description": "left out or empty: load the model (unload with keep_alive 0)"},
-        "tools": {"type": "array", "maxItems": 32, "items": obj(["type", "function"], {
+        "tools": {"type": "array", "maxItems": 128, "items": obj(["type", "function"], {
             "type": {"const": "function"}, "function": obj(["name"], {
                 "name": NAME, "description": STRING, "parameters": ref("JsonSchema")})})},
         **_GENERATING},

@@ -114,7 +114,7 @@ FIELDS: dict[str, dict[str, Any]] = {
                            "description": "each output token's log probability (raw model distribution)"}),
     "top_logprobs": _nullable({"type": "integer", "minimum": 0, "maximum": 20,
                                "description": "alternatives per token; needs logprobs: true"}),
-    "tools": {"anyOf": [{"type": "array", "maxItems": 32, "items": {
+    "tools": {"anyOf": [{"type": "array", "maxItems": 128, "items": {
         "type": "object", "required": ["type", "function"],
         "properties": {"type": {"const": "function"}, "function": _FUNCTION}}}, {"type": "null"}],
         "description": "functions the model may call; their parameters are enforced by a grammar when a call "

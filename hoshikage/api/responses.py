@@ -25,7 +25,7 @@ from aiohttp import web
 from hoshikage.api.body import read_json, read_json_object
 from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.generation import parse_body, run_generation, scheduler_for
-from hoshikage.api.tool_answers import tool_answer
+from hoshikage.api.tool_answers import text_splitter, tool_answer
 from hoshikage.api.items import function_call_item, list_page, message_item, stored_item
 from hoshikage.api.memory_access import assemble_context, call, memory_log_fields
 from hoshikage.api.responses_protocol import ResponsesRequest, item_message, parse_input, parse_responses_request
@@ -241,19 +241,32 @@ async def _stream(request: web.Request, turn: _Turn, first: Chunk, chunks) -> we
     await send("response.created", response=started)
     await send("response.in_progress", response=started)
     part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-    streaming_text = not parsed.calls_tools  # with tools, an answer is known to be a call only once complete
-    if streaming_text:
+    # With tools, text streams up to where a call may begin (engine/tool_stream.py); the calls follow whole.
+    splitter = text_splitter(request, parsed) if parsed.calls_tools else None
+    opened = False  # the message item (output 0) is announced with its first text
+
+    async def open_message() -> None:
+        nonlocal opened
         item = message_item(item_id, "assistant", "", "in_progress")
         item["content"] = []
         await send("response.output_item.added", output_index=0, item=item)
         await send("response.content_part.added", item_id=item_id, output_index=0, content_index=0, part=part)
+        opened = True
+
+    async def text_delta(text: str) -> None:
+        if not opened:
+            await open_message()
+        await send("response.output_text.delta", item_id=item_id, output_index=0, content_index=0,
+                   delta=text, logprobs=[])
+
+    if splitter is None:
+        await open_message()
     parts, final, chunk = [], first, first
     while True:
         if chunk.text:
             parts.append(chunk.text)
-            if streaming_text:
-                await send("response.output_text.delta", item_id=item_id, output_index=0, content_index=0,
-                           delta=chunk.text, logprobs=[])
+            if visible := splitter.feed(chunk.text) if splitter else chunk.text:
+                await text_delta(visible)
         final = chunk
         try:
             chunk = await anext(chunks)
@@ -272,13 +285,9 @@ async def _stream(request: web.Request, turn: _Turn, first: Chunk, chunks) -> we
                        name=item["name"], arguments=item["arguments"])
         else:
             message_text = item["content"][0]["text"]
-            if not streaming_text:
-                await send("response.output_item.added", output_index=index,
-                           item={**item, "status": "in_progress", "content": []})
-                await send("response.content_part.added", item_id=item["id"], output_index=index,
-                           content_index=0, part=part)
-                await send("response.output_text.delta", item_id=item["id"], output_index=index, content_index=0,
-                           delta=message_text, logprobs=[])
+            rest = splitter.rest(message_text) if splitter else ""
+            if rest or not opened:
+                await text_delta(rest or message_text)
             await send("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
                        text=message_text, logprobs=[])
             await send("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,

@@ -145,53 +145,81 @@ def parse_forced(text: str) -> list[ToolCall]:
 
 
 def parse_calls(text: str, family: str, names: set[str]) -> tuple[str, list[ToolCall]]:
-    """(content, calls) of a free answer TEXT in FAMILY's syntax; only calls to NAMES count."""
-    parser = {HERMES: _parse_hermes, LLAMA3: _parse_llama3, MISTRAL: _parse_mistral}.get(family, _parse_hermes)
-    content, calls = parser(text)
-    calls = [call for call in calls if call.name in names]
-    if not calls:
+    """(content, calls) of a free answer TEXT in FAMILY's syntax; only calls to NAMES count.
+
+    The content is everything the model wrote outside the calls it made: text before, between and after them,
+    and whatever looked like a call but was not one (an unknown function, JSON cut off by max_tokens), joined
+    at the seams. Without a call the content is TEXT as written."""
+    finder = {HERMES: _hermes_spans, LLAMA3: _llama3_spans, MISTRAL: _mistral_spans}.get(family, _hermes_spans)
+    spans = [(begin, end, call) for begin, end, call in finder(text) if call.name in names]
+    if not spans:
         return text, []
-    return content, calls
+    outside, position = [], 0
+    for begin, end, _ in spans:
+        outside.append(text[position:begin])
+        position = end
+    outside.append(text[position:])
+    content = outside[0].rstrip()  # a streamed answer has sent a prefix of the first piece (engine/tool_stream.py)
+    for piece in outside[1:]:
+        if piece.strip():
+            content += ("\n" if content else "") + piece.strip()
+    return content, [call for _, _, call in spans]
 
 
+# Each finder gives (begin, end, call) for every span of TEXT that is a well-formed call.
 _HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 
-def _parse_hermes(text: str) -> tuple[str, list[ToolCall]]:
-    calls = []
+def _hermes_spans(text: str) -> list[tuple[int, int, ToolCall]]:
+    spans = []
     for match in _HERMES_CALL.finditer(text):
         value = _json_or_none(match.group(1))
         if isinstance(value, dict):
-            calls.append(_call(value.get("name"), value.get("arguments", value.get("parameters"))))
-    first = text.find("<tool_call>")
-    return (text[:first].strip() if first >= 0 else text), calls
+            spans.append((match.start(), match.end(),
+                          _call(value.get("name"), value.get("arguments", value.get("parameters")))))
+    return spans
 
 
-def _parse_llama3(text: str) -> tuple[str, list[ToolCall]]:
-    body = text.split("<|python_tag|>", 1)[1] if "<|python_tag|>" in text else text
-    calls = []
-    for piece in _json_values(body.strip()):
-        if isinstance(piece, dict) and "name" in piece:
-            calls.append(_call(piece.get("name"), piece.get("parameters", piece.get("arguments"))))
-    prefix = text.split("<|python_tag|>", 1)[0] if "<|python_tag|>" in text else ""
-    return prefix.strip(), calls
+def _llama3_spans(text: str) -> list[tuple[int, int, ToolCall]]:
+    """Calls after <|python_tag|>, or an answer that is nothing but call objects."""
+    tag = text.find("<|python_tag|>")
+    begin = tag if tag >= 0 else 0
+    body_start = tag + len("<|python_tag|>") if tag >= 0 else 0
+    values, end = _json_values(text, body_start)
+    if tag < 0 and text[body_start:].lstrip()[:1] != "{":
+        return []
+    calls = [_call(value.get("name"), value.get("parameters", value.get("arguments")))
+             for value in values if isinstance(value, dict) and "name" in value]
+    if not calls:
+        return []
+    # One span for the tag and all its calls: what follows them is text.
+    return [(begin, end, calls[0])] + [(end, end, call) for call in calls[1:]]
 
 
-def _parse_mistral(text: str) -> tuple[str, list[ToolCall]]:
-    if "[TOOL_CALLS]" not in text:
-        return text, []
-    content, _, rest = text.partition("[TOOL_CALLS]")
-    rest = rest.strip()
-    calls = []
-    if rest.startswith("["):
-        for value in _json_values(rest):
-            for item in value if isinstance(value, list) else [value]:
-                if isinstance(item, dict):
-                    calls.append(_call(item.get("name"), item.get("arguments")))
-    else:  # newer templates: name[ARGS]{...} or name[CALL_ID]id[ARGS]{...}, repeated
-        for name, arguments in _MISTRAL_CALL.findall(rest):
-            calls.append(_call(name, _json_or_none(arguments)))
-    return content.strip(), calls
+def _mistral_spans(text: str) -> list[tuple[int, int, ToolCall]]:
+    marker = text.find("[TOOL_CALLS]")
+    if marker < 0:
+        return []
+    rest = marker + len("[TOOL_CALLS]")
+    while rest < len(text) and text[rest].isspace():
+        rest += 1
+    if text.startswith("[", rest):
+        values, end = _json_values(text, rest)
+        calls = [_call(item.get("name"), item.get("arguments"))
+                 for value in values for item in (value if isinstance(value, list) else [value])
+                 if isinstance(item, dict)]
+        return [(marker, end, calls[0])] + [(end, end, call) for call in calls[1:]] if calls else []
+    # Newer templates: name[ARGS]{...} or name[CALL_ID]id[ARGS]{...}, repeated.
+    spans, position = [], marker
+    for match in _MISTRAL_CALL.finditer(text, rest):
+        if text[position:match.start()].strip() and text[position:match.start()].strip() != "[TOOL_CALLS]":
+            break  # text between calls ends them
+        arguments = _json_or_none(match.group(2))
+        if arguments is None:
+            break
+        spans.append((position if not spans else match.start(), match.end(), _call(match.group(1), arguments)))
+        position = match.end()
+    return spans
 
 
 _MISTRAL_CALL = re.compile(r"(?:\[TOOL_CALLS\])?\s*([A-Za-z0-9_.-]+)(?:\[CALL_ID\][A-Za-z0-9]+)?\[ARGS\]"
@@ -213,9 +241,10 @@ def _json_or_none(text: str) -> Any:
         return None
 
 
-def _json_values(text: str) -> list[Any]:
-    """Consecutive JSON values in TEXT (separated by whitespace or ';'), as far as they parse."""
-    decoder, values, index = json.JSONDecoder(), [], 0
+def _json_values(text: str, index: int = 0) -> tuple[list[Any], int]:
+    """Consecutive JSON values in TEXT from INDEX (separated by whitespace, ';' or ','), as far as they parse,
+    and where the last one ends."""
+    decoder, values, end = json.JSONDecoder(), [], index
     while index < len(text):
         while index < len(text) and text[index] in " \t\r\n;,":
             index += 1
@@ -226,4 +255,5 @@ def _json_values(text: str) -> list[Any]:
         except ValueError:
             break
         values.append(value)
-    return values
+        end = index
+    return values, end
