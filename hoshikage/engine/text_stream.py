@@ -46,11 +46,15 @@ class TextAssembler:
         return min(positions) if positions else None
 
     def _held_back_length(self) -> int:
-        """Length of the longest tail of the pending text that begins some stop sequence."""
-        longest = 0
-        for stop in self._stop:
-            for length in range(min(len(stop) - 1, len(self._pending)), longest, -1):
-                if self._pending.endswith(stop[:length]):
-                    longest = length
-                    break
-        return longest
+        return prefix_tail_length(self._pending, self._stop)
+
+
+def prefix_tail_length(text: str, markers: tuple[str, ...]) -> int:
+    """Length of the longest tail of TEXT that begins one of MARKERS (and so must wait for what follows)."""
+    longest = 0
+    for marker in markers:
+        for length in range(min(len(marker) - 1, len(text)), longest, -1):
+            if text.endswith(marker[:length]):
+                longest = length
+                break
+    return longest

@@ -15,6 +15,7 @@ answer unstreamed say the same thing. Pure logic, unit-tested on its own.
 
 from __future__ import annotations
 
+from hoshikage.engine.text_stream import prefix_tail_length
 from hoshikage.engine.tools import HERMES, LLAMA3, MISTRAL
 
 MARKERS = {HERMES: ("<tool_call>",), LLAMA3: ("<|python_tag|>",), MISTRAL: ("[TOOL_CALLS]",)}
@@ -42,7 +43,7 @@ class ToolTextSplitter:
         if found:
             cut, self._in_call = min(found), True
         else:
-            cut -= self._marker_start_length()
+            cut -= prefix_tail_length(self._text, self._markers)
         cut = max(self._sent, len(self._text[:cut].rstrip()))
         text, self._sent = self._text[self._sent:cut], cut
         return text
@@ -57,13 +58,3 @@ class ToolTextSplitter:
         sent = self._text[:self._sent]
         content = content or ""
         return content[len(sent):] if content.startswith(sent) else ""
-
-    def _marker_start_length(self) -> int:
-        """Length of the longest tail of the text that begins a marker."""
-        longest = 0
-        for marker in self._markers:
-            for length in range(min(len(marker) - 1, len(self._text)), longest, -1):
-                if self._text.endswith(marker[:length]):
-                    longest = length
-                    break
-        return longest
