@@ -150,6 +150,8 @@ def _list(settings: Settings, args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from hoshikage.engine.context_choice import context_for
+
     entries = Registry(settings.registry_file).entries()
     table = Table("alias", "architecture", "parameters", "quant", "context", "size")
     table.add_column("path", overflow="fold")
@@ -157,7 +159,7 @@ def _list(settings: Settings, args) -> int:
         entry, gguf = entries[alias], entries[alias].gguf
         table.add_row(alias, gguf.get("architecture", "?"), _params(gguf.get("parameters")),
                       gguf.get("quantization", "?"),
-                      str(entry.context_length or settings.context_length),
+                      str(context_for(entry, settings).tokens),
                       _size(gguf.get("size_bytes")), entry.path)
     Console().print(table if entries else "no models registered; add one with: hoshikage add PATH ALIAS")
     return 0
@@ -167,13 +169,16 @@ def _show(settings: Settings, args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from hoshikage.engine.context_choice import context_for
+
     entry = Registry(settings.registry_file).get(args.alias)
     if entry is None:
         raise RegistryError(f"no model is registered as {args.alias!r}")
     table = Table(show_header=False, box=None)
+    context = context_for(entry, settings)
     rows = {
         "alias": entry.alias, "path": entry.path, "imported": str(entry.imported),
-        "context length": str(entry.context_length or f"{settings.context_length} (default)"),
+        "context length": f"{context.tokens} ({context.reason})",
         "gpu layers": str(entry.gpu_layers if entry.gpu_layers is not None else f"{settings.gpu_layers} (default)"),
         "kind": "embedding" if entry.embedding else "chat",
         "chat format": entry.chat_format or "from GGUF template or architecture",

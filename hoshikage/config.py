@@ -127,6 +127,13 @@ def _listen_list(value: Any) -> tuple[str, ...]:
     return tuple(result)
 
 
+def _context_length(value: Any) -> int | None:
+    """None for auto (engine/context_choice.py decides per model), else a positive token count."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    return _positive_int(value)
+
+
 def _gpu_layers(value: Any) -> int | str:
     from hoshikage.engine.offload import parse_gpu_layers
 
@@ -226,8 +233,10 @@ OPTIONS: tuple[Option, ...] = (
            "(memory's summary and recall, as /v1/responses always does)"),
     Option("threads", _positive_int, _default_threads,
            "decode threads per model (default: physical cores)"),
-    Option("context_length", _positive_int, lambda: 4096,
-           "context window for models registered without --ctx"),
+    Option("context_length", _context_length, lambda: None,
+           "context window for chat models registered without --ctx: auto (the model's trained context, capped so "
+           "that its slots' KV cache takes at most half the memory budget left after its weights) or a number "
+           "of tokens"),
     Option("gpu_layers", _gpu_layers, lambda: "auto",
            "layers to offload for models registered without --gpu-layers: auto (all that fit the GPU), "
            "-1 (all) or a number"),
@@ -258,6 +267,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("adaptive_threads", _bool, lambda: True,
            "decode with fewer threads while other programs keep cores busy (un-niced ones), so a busy "
            "machine slows decoding in proportion instead of stalling every step"),
+    Option("default_max_tokens", _non_negative_int, lambda: 0,
+           "tokens an answer may take when the request sets no max_tokens/max_output_tokens/num_predict (0: until "
+           "the context is full, as at OpenAI)"),
     Option("slots", _positive_int, lambda: 4,
            "requests one model decodes together (each with its own context_length of KV cache)"),
     Option("max_queue", _non_negative_int, lambda: 32,
@@ -312,7 +324,7 @@ class Settings:
     memory_retention_days: int
     memory_overflow: str
     threads: int
-    context_length: int
+    context_length: int | None  # None: auto (engine/context_choice.py)
     gpu_layers: int | str
     flash_attn: bool
     prompt_cache_min_tokens: int
@@ -324,6 +336,7 @@ class Settings:
     batch_invariant: bool
     cpu_weight_repack: str
     adaptive_threads: bool
+    default_max_tokens: int
     slots: int
     max_queue: int
     queue_timeout_seconds: float

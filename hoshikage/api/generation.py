@@ -96,7 +96,9 @@ async def run_generation(
     pool = request.app[keys.POOL]
     scheduler = await scheduler_for(request, parsed.model)
     try:
-        stream = await _submit(scheduler, parsed, build_prompt, conversation_id)
+        # A client that sets no answer length leaves it to the daemon's default_max_tokens, else the context.
+        default_max_tokens = request.app[keys.SETTINGS].default_max_tokens or None
+        stream = await _submit(scheduler, parsed, build_prompt, conversation_id, default_max_tokens)
     finally:
         scheduler.release_lease()  # queued (so busy) by now, or failed
     try:
@@ -131,7 +133,7 @@ async def run_generation(
 
 
 async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[LoadedModel], Prompt],
-                  cache_tag: str | None = None):
+                  cache_tag: str | None = None, default_max_tokens: int | None = None):
     """Build the prompt and queue the job; each failure as the APIError the client should see."""
     try:
         if inspect.iscoroutinefunction(build_prompt):  # memory's assembly awaits its own thread
@@ -156,8 +158,9 @@ async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[
         except GrammarError:
             raise invalid("The grammar made from 'response_format' is not one llama.cpp accepts",
                           param="response_format", code="unsupported_schema") from None
+    max_tokens = parsed.max_tokens if parsed.max_tokens is not None else default_max_tokens
     try:
-        return scheduler.submit(prompt, parsed.sampling, parsed.max_tokens, parsed.n, tag=cache_tag)
+        return scheduler.submit(prompt, parsed.sampling, max_tokens, parsed.n, tag=cache_tag)
     except TooManyChoices as error:
         raise invalid(f"n={error.n} is more than the {error.slots} choices '{parsed.model}' can generate at once",
                       param="n") from None

@@ -35,6 +35,7 @@ from hoshikage.api.ollama_protocol import (chat_messages, details, digest, done_
 from hoshikage.api.protocol import parse_chat_request, parse_completion_request, whole_number
 from hoshikage.api.sse import started_stream
 from hoshikage.api.tool_answers import text_splitter, tool_answer
+from hoshikage.engine.context_choice import context_for
 from hoshikage.engine.llama import Chunk
 
 log = logging.getLogger("hoshikage.api")
@@ -109,7 +110,7 @@ async def show(request: web.Request) -> web.Response:
     verbose = bool(body.get("verbose"))
     model_info = {key: value for key, value in (info or {}).items()
                   if verbose or not (key.startswith("tokenizer.") or isinstance(value, (list, dict)))}
-    context_length = entry.context_length or request.app[keys.SETTINGS].context_length
+    context_length = context_for(entry, request.app[keys.SETTINGS]).tokens
     capabilities = ["embedding"] if entry.embedding else ["completion", "tools"]
     return web.json_response({
         "license": str((info or {}).get("general.license", "")),

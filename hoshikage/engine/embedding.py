@@ -30,10 +30,14 @@ POOLING_NAMES = {1: "mean", 2: "cls", 3: "last", 4: "rank"}
 
 
 def embedding_context_length(entry: ModelEntry, options: LoadOptions, trained: int | None) -> int:
-    """One context for the whole model: the registered length, else the trained one up to the daemon's."""
+    """One context for the whole model: the registered length, else the trained one up to the daemon's setting
+    (auto: the trained one; without one, engine/context_choice.py's fallback)."""
+    from hoshikage.engine.context_choice import FALLBACK_CONTEXT
+
     if entry.context_length:
         return entry.context_length
-    return min(trained, options.context_length) if trained and trained > 0 else options.context_length
+    setting = options.context_length or trained or FALLBACK_CONTEXT
+    return min(trained, setting) if trained and trained > 0 else setting
 
 
 class EmptyInput(ValueError):

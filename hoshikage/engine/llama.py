@@ -62,7 +62,7 @@ class Chunk:
 
 @dataclasses.dataclass(frozen=True)
 class LoadOptions:
-    context_length: int
+    context_length: int | None  # the setting; None: auto (engine/context_choice.py); what a load uses is decided
     gpu_layers: int | str  # "auto" or a layer count (-1: all), for entries that name none
     threads: int
     flash_attn: bool = True
@@ -131,7 +131,9 @@ class LoadedModel:
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = gpu_layers
         model_params.use_extra_bufts = options.repacks_weights(embedding=False)
-        context_length = entry.context_length or options.context_length
+        context_length = entry.context_length or options.context_length  # the pool decided auto (models.py)
+        if not context_length:
+            raise ValueError("a chat model's context length must be decided before its load")
         context_params = llama_cpp.llama_context_default_params()
         context_params.n_ctx = context_length * options.slots
         context_params.n_seq_max = options.slots

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hoshikage.engine import native, offload, ramdisk
-from hoshikage.engine.budget import default_budget_bytes, model_shape
+from hoshikage.engine.budget import COMPUTE_ALLOWANCE, default_budget_bytes, model_shape
+from hoshikage.engine.context_choice import ContextChoice, choose_context
 from hoshikage.engine.cpu_share import CpuShare
 from hoshikage.engine.embedding import EmbeddingModel, EmbeddingRunner, embedding_context_length
 from hoshikage.engine.llama import LoadedModel, LoadOptions, ModelLoadError
@@ -60,6 +61,7 @@ class _Slot:
     scheduler: ModelScheduler | EmbeddingRunner
     last_used: float
     plan: offload.OffloadPlan
+    context: ContextChoice | None = None  # a chat model's context per slot, and why (None: an embedding model)
     keep_alive: float | None = None  # seconds unused before release; None: the daemon's idle timeout
 
 
@@ -107,8 +109,8 @@ class ModelPool:
                 await self._unload(alias)
                 slot = None
             if slot is None:
-                plan = await self._place(entry)
-                slot = _Slot(await self._load(entry, plan), time.monotonic(), plan)
+                plan, context = await self._place(entry)
+                slot = _Slot(await self._load(entry, plan, context), time.monotonic(), plan, context)
                 self._slots[alias] = slot
             slot.last_used = time.monotonic()
             slot.scheduler.leases += 1
@@ -126,11 +128,20 @@ class ModelPool:
                 self._device_budget_bytes = max(0, free - DEVICE_RESERVE_BYTES)
         return self._device_budget_bytes if self._gpus else 0
 
-    async def _place(self, entry: ModelEntry) -> offload.OffloadPlan:
-        """Decide how ENTRY splits between host and GPU, unloading idle models until it fits both budgets."""
+    def context_choice(self, entry: ModelEntry) -> ContextChoice | None:
+        """A chat model's context per slot and why (engine/context_choice.py); None for an embedding model."""
+        if entry.embedding:
+            return None
+        return choose_context(entry, self.options.context_length, self.options.slots, self.budget_bytes,
+                              COMPUTE_ALLOWANCE + self.options.prompt_cache_ram_bytes)
+
+    async def _place(self, entry: ModelEntry) -> tuple[offload.OffloadPlan, ContextChoice | None]:
+        """Decide ENTRY's context and how it splits between host and GPU, unloading idle models until it fits
+        both budgets."""
         alias = entry.alias
-        context_length = (embedding_context_length(entry, self.options, entry.gguf.get("context_length"))
-                          if entry.embedding else entry.context_length or self.options.context_length)
+        context = self.context_choice(entry)
+        context_length = (context.tokens if context is not None
+                          else embedding_context_length(entry, self.options, entry.gguf.get("context_length")))
         shape = await asyncio.to_thread(model_shape, entry, context_length,
                                         1 if entry.embedding else self.options.slots)
         requested = entry.gpu_layers if entry.gpu_layers is not None else self.options.gpu_layers
@@ -155,13 +166,13 @@ class ModelPool:
                         requested, shape, device_budget - self._used("device_bytes"), True)):
                     log.info("%s gets %d of %d layers on the GPU: the rest of its memory is held by busy models",
                              alias, smaller.gpu_layers, shape.offloadable, extra={"MODEL": alias})
-                    return smaller
+                    return smaller, context
                 raise BudgetBusy(alias)
             _, victim = min(idle)
             log.info("unloading %s to make room for %s (memory budget %d MiB, GPU %d MiB)", victim, alias,
                      self.budget_bytes // 2**20, device_budget // 2**20, extra={"MODEL": victim})
             await self._unload(victim)
-        return plan
+        return plan, context
 
     def _used(self, side: str) -> int:
         return sum(getattr(slot.plan, side) for slot in self._slots.values())
@@ -170,7 +181,8 @@ class ModelPool:
         return (self._used("host_bytes") + plan.host_bytes <= self.budget_bytes
                 and self._used("device_bytes") + plan.device_bytes <= self.device_budget_bytes)
 
-    async def _load(self, entry: ModelEntry, plan: offload.OffloadPlan) -> ModelScheduler | EmbeddingRunner:
+    async def _load(self, entry: ModelEntry, plan: offload.OffloadPlan,
+                    context: ContextChoice | None) -> ModelScheduler | EmbeddingRunner:
         path = Path(entry.path)
         problem = await asyncio.to_thread(why_unloadable, entry.alias, path)
         if problem:
@@ -185,8 +197,12 @@ class ModelPool:
                  extra={"MODEL": entry.alias, "CPU_WEIGHT_REPACK": "on" if repacked else "off"})
         self.last_event = f"loading {entry.alias}"
         kind = EmbeddingModel if entry.embedding else LoadedModel
+        options = self.options if context is None else dataclasses.replace(self.options, context_length=context.tokens)
+        if context is not None:
+            log.info("%s gets a context of %d tokens per slot: %s", entry.alias, context.tokens, context.reason,
+                     extra={"MODEL": entry.alias})
         try:
-            model = await asyncio.to_thread(kind.load, entry, self.options, path, plan.gpu_layers)
+            model = await asyncio.to_thread(kind.load, entry, options, path, plan.gpu_layers)
         except ModelLoadError:
             self.last_event = f"{entry.alias} failed to load"
             raise
@@ -339,6 +355,7 @@ class ModelPool:
                 "device_bytes": slot.plan.device_bytes,
                 "host_bytes": slot.plan.host_bytes,
                 "context_length": slot.scheduler.model.context_length,
+                "context_reason": slot.context.reason if slot.context else None,
                 "kind": "embedding" if slot.scheduler.model.entry.embedding else "chat",
                 "chat_format": getattr(getattr(slot.scheduler.model, "formatter", None), "name", None),
                 "load_seconds": round(slot.scheduler.model.load_seconds, 3),

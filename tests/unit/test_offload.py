@@ -88,7 +88,8 @@ def pool(tmp_path, gpu_free_gib: float | None, host_gib: float = 64, gpu_layers=
 
 
 def place(pool_: ModelPool, model: ModelEntry) -> offload.OffloadPlan:
-    return asyncio.run(pool_._place(model))
+    plan, _ = asyncio.run(pool_._place(model))  # (the context is chosen there too: test_context_choice.py)
+    return plan
 
 
 def load(pool_: ModelPool, alias: str, plan: offload.OffloadPlan, busy: bool = False) -> None:
