@@ -349,6 +349,22 @@ def _converter_class(base):
                 schema = {**schema, "pattern": pattern}
             return super().visit(schema, name)
 
+        # The converter writes JSON text (a property name, a const or enum value, already escaped by
+        # json.dumps) into GBNF literals escaping quotes but not backslashes, so a name with '"' gave a grammar
+        # llama.cpp rejects and a value with '\\' one that produced a different string. A pattern's literals
+        # carry regex escapes that GBNF must still read, so they are left as the converter writes them.
+        def _format_literal(self, literal):
+            if not getattr(self, "_in_pattern", False):
+                literal = literal.replace("\\", "\\\\")
+            return super()._format_literal(literal)
+
+        def _visit_pattern(self, pattern, name):
+            self._in_pattern = True
+            try:
+                return super()._visit_pattern(pattern, name)
+            finally:
+                self._in_pattern = False
+
     return BoundedConverter
 
 

@@ -73,3 +73,22 @@ def test_a_keyword_that_asks_for_nothing_is_accepted(gemma_vocab, schema):
     instance = {"array": [1, 1], "string": "", "object": {"a": 1}}[schema["type"]]
     assert grammar_accepts(gemma_vocab, grammar, json.dumps(instance))
     assert not grammar_accepts(gemma_vocab, grammar, json.dumps("x" if schema["type"] != "string" else 1))
+
+
+ODD_TEXT = [  # JSON text with escapes, as a property name and as a value
+    ({"type": "object", "properties": {'a"b': {"type": "integer"}}, "required": ['a"b'],
+      "additionalProperties": False}, {'a"b': 1}),
+    ({"type": "object", "properties": {"back\\slash": {"type": "null"}, "\u00d1;r\u0086\u00b2\"\u001f": {
+        "type": "boolean"}}, "required": ["back\\slash"], "additionalProperties": False},
+     {"back\\slash": None, "\u00d1;r\u0086\u00b2\"\u001f": True}),
+    ({"enum": ["a\\b", 'say "hi"', "tab\there"]}, 'say "hi"'),
+    ({"const": "C:\\temp\\new"}, "C:\\temp\\new"),
+]
+
+
+@pytest.mark.parametrize(("schema", "instance"), ODD_TEXT, ids=[json.dumps(case[0]) for case in ODD_TEXT])
+def test_quotes_and_backslashes_in_names_and_values_are_written_as_json(gemma_vocab, schema, instance):
+    grammar = json_schema_grammar(schema)
+    assert grammar_accepts(gemma_vocab, grammar, json.dumps(instance))
+    # One escape fewer is another value (or no JSON at all), and is refused.
+    assert not grammar_accepts(gemma_vocab, grammar, json.dumps(instance).replace("\\", "", 1))
