@@ -43,8 +43,20 @@ def defaults_daemon(tmp_path_factory, gemma_path):
     running.stop()
 
 
-def test_the_first_message_streams_over_the_openai_connection(defaults_daemon):
-    client = openai.OpenAI(base_url=f"{defaults_daemon.base_url}/v1", api_key="unused", max_retries=0)
+@pytest.fixture
+def openai_client(defaults_daemon):
+    with openai.OpenAI(base_url=f"{defaults_daemon.base_url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture
+def ollama_client(defaults_daemon):
+    with ollama.Client(host=defaults_daemon.base_url) as client:
+        yield client
+
+
+def test_the_first_message_streams_over_the_openai_connection(openai_client):
+    client = openai_client
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         title = pool.submit(client.chat.completions.create, **_body("title"))
         chunks = list(client.chat.completions.create(**_body("chat_openai")))
@@ -60,8 +72,8 @@ def test_the_first_message_streams_over_the_openai_connection(defaults_daemon):
         assert client.chat.completions.create(**_body(name)).choices[0].finish_reason in ("stop", "length")
 
 
-def test_the_first_message_streams_over_the_ollama_connection(defaults_daemon):
-    client = ollama.Client(host=defaults_daemon.base_url)
+def test_the_first_message_streams_over_the_ollama_connection(defaults_daemon, ollama_client):
+    client = ollama_client
     body = _body("chat_ollama")
     parts = list(client.chat(model=body["model"], messages=body["messages"], tools=body["tools"], stream=True))
     assert parts[-1].done and parts[-1].done_reason in ("stop", "length")
@@ -75,7 +87,7 @@ def test_the_first_message_streams_over_the_ollama_connection(defaults_daemon):
         assert client.chat(model=body["model"], messages=body["messages"], stream=False).done
 
 
-def test_the_context_is_the_models_trained_one_and_says_why(defaults_daemon, gemma_path):
+def test_the_context_is_the_models_trained_one_and_says_why(defaults_daemon, ollama_client, gemma_path):
     from hoshikage.gguf_meta import read_gguf_info
 
     trained = read_gguf_info(gemma_path).context_length
@@ -83,5 +95,5 @@ def test_the_context_is_the_models_trained_one_and_says_why(defaults_daemon, gem
     (model,) = [m for m in status["loaded_models"] if m["model"] == "gemma"]
     assert trained == 32768 and model["context_length"] == trained
     assert model["context_reason"] == "the model's trained context"
-    shown = ollama.Client(host=defaults_daemon.base_url).show("gemma")
+    shown = ollama_client.show("gemma")
     assert shown.parameters == f"num_ctx {trained}"
