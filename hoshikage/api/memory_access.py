@@ -2,7 +2,9 @@
 
 A store that cannot be opened or an embedding model that is not installed is
 the administrator's to fix: 503 with the cause and the fix, and every other
-endpoint keeps working. An unknown id is 404.
+endpoint keeps working. An unknown id is 404, except an unknown
+``previous_response_id``: 400 ``previous_response_not_found``, as OpenAI answers (the request names
+something that is not there; the URL itself is fine).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ def memory_errors(kind: str = "conversation", param: str | None = None):
     try:
         yield
     except NotFound as missing:
+        if param == "previous_response_id":
+            raise invalid(f"Previous response with id '{missing.args[0]}' not found.", param=param,
+                          code="previous_response_not_found") from None
         raise APIError(404, f"No {kind} found with id '{missing.args[0]}'", param=param, code="not_found") from None
     except (MemoryUnavailable, EmbeddingModelMissing) as error:
         raise APIError(503, f"Conversation memory is unavailable: {error}", code="memory_unavailable",

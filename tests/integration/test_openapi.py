@@ -217,7 +217,11 @@ def test_the_daemon_keeps_to_its_document(daemon, mode):
             response = case.call(base_url=daemon.base_url, timeout=120)
             # A valid request for the real model whose prompt does not fit its context is rightly refused.
             too_long = response.status_code == 400 and "context length" in response.text
-            case.validate_response(response, excluded_checks=excluded + [positive_data_acceptance] * too_long)
+            # So is a previous_response_id that names no stored response: 400 previous_response_not_found, as
+            # at OpenAI (a document cannot say "an id that exists").
+            unknown = response.status_code == 400 and "previous_response_not_found" in response.text
+            case.validate_response(response, excluded_checks=excluded + [positive_data_acceptance] * (
+                too_long or unknown))
 
         try:
             keeps_to_it()

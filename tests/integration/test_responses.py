@@ -124,10 +124,17 @@ def test_delete_response(openai_tcp):
         openai_tcp.responses.retrieve(response.id)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unknown_previous_response_is_400_previous_response_not_found(openai_tcp, stream):
+    with pytest.raises(openai.BadRequestError) as raised:
+        openai_tcp.responses.create(input="x", previous_response_id="resp_unknown", stream=stream, **SHORT)
+    assert (raised.value.code, raised.value.param) == ("previous_response_not_found", "previous_response_id")
+
+
 @pytest.mark.parametrize(("call", "status", "param"), [
     (lambda c: c.responses.retrieve("resp_" + "0" * 48), 404, None),
-    (lambda c: c.responses.create(input="x", previous_response_id="resp_unknown", **SHORT), 404,
-     "previous_response_id"),
+    (lambda c: c.responses.create(input="x", previous_response_id="resp_unknown", **SHORT), 400,
+     "previous_response_id"),  # OpenAI: 400 previous_response_not_found (issue 23)
     (lambda c: c.responses.create(input="x", conversation="conv_" + "1" * 32, **SHORT), 404, "conversation"),
     (lambda c: c.conversations.retrieve("conv_unknown"), 404, None),
     (lambda c: c.responses.create(input="x", previous_response_id="resp_a", conversation="conv_b", **SHORT), 400,
