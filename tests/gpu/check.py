@@ -11,7 +11,11 @@ same build llama-server comes from. Steps, each printed as it passes:
    logit_bias, a client error (400) after which the daemon still serves.
 3. Greedy batch invariance: the same prompt alone and among --clients - 1
    other streams gives the same tokens.
-4. Throughput: 1/4/8/16 streaming clients (greedy, ignore_eos, --tokens each)
+4. The prompt cache (issue 22) with the KV state in VRAM: a long prompt's prefix,
+   pushed out of its slot by 16 others, is restored from the host tier; after a
+   SIGTERM (saved on the way out) a new daemon restores it from the disk tier;
+   both times the greedy answer equals the first one.
+5. Throughput: 1/4/8/16 streaming clients (greedy, ignore_eos, --tokens each)
    against Hoshikage with 16 slots and llama-server -np 16, both fully offloaded,
    same context per slot; aggregate tok/s and TTFT with their ratios.
 Writes the figures to --report (JSON) and exits non-zero on any failed check.
@@ -39,10 +43,12 @@ SLOTS = 16
 CONTEXT = 1024  # per slot, both servers
 
 
-def hoshikage(model: Path, threads: int):
-    state = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    subprocess.run([sys.executable, "-m", "hoshikage", "--state-dir", str(state), "add", str(model), "bench",
-                    "--ctx", str(CONTEXT), "--chat-format", "chatml"], check=True, cwd=REPO)
+def hoshikage(model: Path, threads: int, state: Path | None = None):
+    """A daemon serving MODEL as `bench`; STATE: a state directory to reuse (registered already)."""
+    if state is None:
+        state = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+        subprocess.run([sys.executable, "-m", "hoshikage", "--state-dir", str(state), "add", str(model), "bench",
+                        "--ctx", str(CONTEXT), "--chat-format", "chatml"], check=True, cwd=REPO)
     port = free_port()
     command = [sys.executable, "-m", "hoshikage", "--state-dir", str(state), "serve", "--listen",
                f"tcp:127.0.0.1:{port}", "--threads", str(threads), "--slots", str(SLOTS), "--no-embedded-model",
@@ -104,6 +110,38 @@ def batch_invariance(port: int, others: int, tokens: int) -> bool:
     return same
 
 
+def prompt_cache_round_trip(model: Path, threads: int) -> dict:
+    """Step 4: restore from the host tier (slot churn), then from the disk tier (a new process)."""
+    import httpx
+
+    state = Path(tempfile.mkdtemp(prefix="gpu-check-cache-"))
+    subprocess.run([sys.executable, "-m", "hoshikage", "--state-dir", str(state), "add", str(model), "bench",
+                    "--ctx", str(CONTEXT), "--chat-format", "chatml"], check=True, cwd=REPO)
+    # ~600 tokens, well past prompt_cache_min_tokens (256), and within CONTEXT.
+    long_prompt = "Remember this. " + " ".join(f"Line {line}: {STORY}" for line in range(24))
+
+    def tiers(port: int) -> dict:
+        model_status = httpx.get(f"http://127.0.0.1:{port}/v1/status").json()["loaded_models"][0]
+        return model_status["prompt_cache"]["tiers"]
+
+    context, port = hoshikage(model, threads, state)
+    with context:
+        first = stream_text(port, long_prompt, 16)
+        for index in range(SLOTS):  # each takes a slot: the long prompt's prefix leaves its own
+            stream_text(port, f"Pusher {index}. " + " ".join(f"Line {line}: {STORY}" for line in range(8)), 1)
+        again = stream_text(port, long_prompt, 16)
+        host = tiers(port)
+    check(host["restores"] >= 1 and again == first,
+          f"a prefix pushed out of its slot comes back from the host tier, same answer ({host['restores']} restores)")
+    context, port = hoshikage(model, threads, state)  # the first one saved its state on SIGTERM
+    with context:
+        after = stream_text(port, long_prompt, 16)
+        disk = tiers(port)
+    check(disk["restores"] >= 1 and after == first,
+          f"after a restart the prefix comes back from the disk tier, same answer ({disk['restores']} restores)")
+    return {"host_restores": host["restores"], "disk_restores": disk["restores"], "disk_bytes": disk["disk"]["bytes"]}
+
+
 def wait_for_running(port: int, count: int) -> None:
     import httpx
 
@@ -145,6 +183,7 @@ def main() -> None:
     with server[0]:
         report["placed"] = api_checks(server[1], expect_gpu=not args.cpu)
         report["batch_invariant"] = batch_invariance(server[1], min(7, SLOTS - 1), 48)
+    report["prompt_cache"] = prompt_cache_round_trip(args.model, args.threads)
     offload = [] if args.cpu else ["-ngl", "999"]
     report["hoshikage"] = throughput(hoshikage(args.model, args.threads), clients, args.tokens)
     report["llama_server"] = throughput(llama_server(args.llama_server, args.model, args.threads, CONTEXT, SLOTS,
