@@ -18,7 +18,7 @@ from aiohttp import web
 
 from hoshikage.api import keys
 from hoshikage.api.body import read_json
-from hoshikage.api.errors import invalid
+from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.items import list_page, stored_item
 from hoshikage.api.memory_access import call
 from hoshikage.api.responses_protocol import parse_input, parse_metadata
@@ -83,6 +83,18 @@ async def list_items(request: web.Request) -> web.Response:
     return web.json_response(list_page(request, items))
 
 
+def _item(store: Store, conversation_id: str, item_id: str) -> dict[str, Any] | None:
+    return next((item for item in _items(store, conversation_id) if item.get("id") == item_id), None)
+
+
+async def get_item(request: web.Request) -> web.Response:
+    item_id = request.match_info["item_id"]
+    item = await call(request, _item, request.match_info["conversation_id"], item_id)
+    if item is None:
+        raise APIError(404, f"No item found with id '{item_id}' in this conversation", code="not_found")
+    return web.json_response(item)
+
+
 def _add_items(store: Store, conversation_id: str, messages) -> list[dict[str, Any]]:
     store.conversation(conversation_id)
     rows = [(message.role, message.text, stored_item(message.item)) for message in messages]
@@ -127,4 +139,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_delete("/v1/conversations/{conversation_id}", delete_conversation)
     app.router.add_get("/v1/conversations/{conversation_id}/items", list_items)
     app.router.add_post("/v1/conversations/{conversation_id}/items", add_items)
+    app.router.add_get("/v1/conversations/{conversation_id}/items/{item_id}", get_item)
     app.router.add_get("/hoshikage/memory/{id}/context", memory_context)

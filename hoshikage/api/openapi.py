@@ -133,6 +133,8 @@ def _path_id(name: str, pattern: str, description: str) -> dict[str, Any]:
 
 CONVERSATION_ID = _path_id("conversation_id", "^conv_[0-9a-f]{32}$", "a conversation id")
 RESPONSE_ID = _path_id("response_id", "^resp_[0-9a-f]{48}$", "a stored response's id")
+ITEM_ID = {"name": "item_id", "in": "path", "required": True, "description": "an item's id (msg_..., fc_..., ...)",
+           "schema": {"type": "string", "minLength": 1}}
 
 
 def _chat_request() -> dict[str, Any]:
@@ -195,6 +197,9 @@ def openai_paths() -> dict[str, Any]:
             "post": _op("Append items to a conversation", _json(s.ref("ItemList"), "the items added, oldest first"),
                         *_BODY, *_MEMORY, parameters=[CONVERSATION_ID], body=_body("ItemsCreate"),
                         tag="Conversations")},
+        "/v1/conversations/{conversation_id}/items/{item_id}": {
+            "get": _op("One item of a conversation", _json(s.ref("Item"), "the item"), 400, *_MEMORY,
+                       parameters=[CONVERSATION_ID, ITEM_ID], tag="Conversations")},
         "/hoshikage/memory/{id}/context": {"get": _op(
             "What a response's model was given: verbatim turns, summary sentences, recalled passages, token counts",
             _json(s.ref("MemoryContext"), "the context report"), *_MEMORY, tag="Conversations",
@@ -265,7 +270,7 @@ def components() -> dict[str, Any]:
         "ResponsesRequest": s.RESPONSES_REQUEST, "Response": s.RESPONSE, "ResponseDeleted": s.RESPONSE_DELETED,
         "ResponseStreamEvent": s.RESPONSE_EVENT, "MessageItem": s.MESSAGE_ITEM,
         "FunctionCallItem": s.FUNCTION_CALL_ITEM, "FunctionCallOutputItem": s.FUNCTION_OUTPUT_ITEM,
-        "CompactionItem": s.COMPACTION_ITEM, "ItemList": s.ITEM_LIST, "CompactRequest": s.COMPACT_REQUEST,
+        "CompactionItem": s.COMPACTION_ITEM, "Item": s.ITEM, "ItemList": s.ITEM_LIST, "CompactRequest": s.COMPACT_REQUEST,
         "Compaction": s.COMPACTION, "Conversation": s.CONVERSATION, "ConversationDeleted": s.CONVERSATION_DELETED,
         "ConversationCreate": s.CONVERSATION_CREATE, "ConversationUpdate": s.CONVERSATION_UPDATE,
         "ItemsCreate": s.ITEMS_CREATE, "MemoryContext": s.MEMORY_CONTEXT,

@@ -96,6 +96,20 @@ def test_conversations_hold_items_and_responses_append_to_them(client):
         client.conversations.retrieve(created.id)
 
 
+def test_one_item_of_a_conversation_is_retrieved_by_id(openai_tcp):
+    created = openai_tcp.conversations.create(items=[{"role": "user", "content": "Our code word is egret."}])
+    response = openai_tcp.responses.create(input="And the code word?", conversation=created.id, **SHORT)
+    items = openai_tcp.conversations.items.list(created.id, order="asc").data
+    for item in items:
+        fetched = openai_tcp.conversations.items.retrieve(item.id, conversation_id=created.id)
+        assert fetched.model_dump() == item.model_dump()
+    assert items[-1].id == response.output[0].id
+    with pytest.raises(openai.NotFoundError):
+        openai_tcp.conversations.items.retrieve("msg_nope", conversation_id=created.id)
+    with pytest.raises(openai.NotFoundError):
+        openai_tcp.conversations.items.retrieve(items[0].id, conversation_id="conv_" + "2" * 32)
+
+
 def test_two_concurrent_turns_on_one_conversation_are_both_stored_each_in_one_piece(openai_tcp):
     created = openai_tcp.conversations.create()
     questions = ["First question?", "Second question?"]
