@@ -361,7 +361,8 @@ async def compact(request: web.Request) -> web.Response:
         scheduler.release_lease()
     request["log_fields"] = memory_log_fields(assembly, conversation_id)
     note = context.memory_note(assembly.summary, assembly.recalled)
-    output = [{"type": "compaction", "id": "cmp_" + uuid.uuid4().hex, "encrypted_content": note}]
+    # A history that fits whole needs no note: the items alone, as they are (issue 23).
+    output = [{"type": "compaction", "id": "cmp_" + uuid.uuid4().hex, "encrypted_content": note}] if note else []
     output += items[assembly.verbatim_start:]
     return web.json_response({
         "id": "resp_" + uuid.uuid4().hex, "object": "response.compaction", "created_at": int(time.time()),

@@ -148,7 +148,11 @@ def parse_input(value: Any, *, required: bool = True, param: str = "input") -> t
         return (_message("user", value),)
     if not isinstance(value, list):
         raise invalid(f"'{param}' must be a string or a list of items", param=param)
-    return tuple(_parse_item(item, f"{param}[{index}]") for index, item in enumerate(value))
+    parsed = (_parse_item(item, f"{param}[{index}]") for index, item in enumerate(value))
+    messages = tuple(message for message in parsed if message is not None)
+    if not messages and required:
+        raise invalid(f"'{param}' holds nothing to answer: only empty compaction notes", param=param)
+    return messages
 
 
 def parse_metadata(value: Any) -> dict[str, str]:
@@ -164,7 +168,8 @@ def parse_metadata(value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _parse_item(item: Any, where: str) -> InputMessage:
+def _parse_item(item: Any, where: str) -> InputMessage | None:
+    """The message ITEM says; None for one that says nothing (an empty compaction note)."""
     if not isinstance(item, dict):
         raise invalid(f"'{where}' must be an object", param=where)
     kind = item.get("type", "message")
@@ -187,7 +192,7 @@ def _parse_item(item: Any, where: str) -> InputMessage:
         note = item.get("encrypted_content")
         if not isinstance(note, str):
             raise invalid(f"'{where}.encrypted_content' must be a string", param=f"{where}.encrypted_content")
-        return _message("system", note)
+        return _message("system", note) if note else None  # no empty system message
     if kind != "message":
         raise invalid(f"'{where}' is a {kind!r} item; message, function_call, function_call_output and "
                       "compaction items are supported",

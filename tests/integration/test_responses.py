@@ -200,6 +200,19 @@ def test_a_fact_stated_early_is_recalled_when_asked_in_other_words(openai_tcp, d
     assert f"memory_verbatim_turns={report['verbatim_turns']}" in line
 
 
+def test_compact_on_a_history_that_fits_returns_its_items_and_no_empty_note(openai_tcp):
+    first = openai_tcp.responses.create(input="Our code word is ibis.", **SHORT)
+    ask = [{"role": "user", "content": "And the code word?"}]
+    compacted = openai_tcp.responses.with_raw_response.compact(
+        model="gemma", previous_response_id=first.id, input=ask).http_response.json()
+    assert [item["type"] for item in compacted["output"]] == ["message", "message", "message"]
+    # An empty note sent back (as an older compaction may hold) adds nothing to the prompt.
+    plain = openai_tcp.responses.create(input=ask, store=False, **SHORT)
+    noted = openai_tcp.responses.create(input=[{"type": "compaction", "encrypted_content": ""}, *ask], store=False,
+                                        **SHORT)
+    assert noted.usage.input_tokens == plain.usage.input_tokens
+
+
 def test_compact_returns_the_window_memory_would_give_the_model(openai_tcp):
     history = conversation(300)
     first = openai_tcp.responses.create(input=history, **SHORT)
