@@ -44,14 +44,24 @@ def _chain_history(store: Store, response_id: str):
     """(conversation id, turns) of the chain of responses ending at RESPONSE_ID, oldest first."""
     record = store.response(response_id)
     conversation_id = record["conversation_id"]
-    parents = {item["id"]: item for item in store.responses(conversation_id)}
+    return conversation_id, _turns_at(store, conversation_id, _chain_positions(store, conversation_id,
+                                                                                response_id))
+
+
+def _chain_positions(store: Store, conversation_id: str, response_id: str | None) -> list[int]:
+    """The turn positions of the chain ending at RESPONSE_ID (inputs and outputs), oldest first. Deleted
+    responses keep their link: deleting one in the middle does not cut the chain."""
+    parents = {item["id"]: item for item in store.responses(conversation_id, deleted=True)}
     chain, current = [], response_id
     while current and current in parents and len(chain) <= len(parents):
         chain.append(current)
         current = parents[current]["parent"]
-    order = [position for rid in reversed(chain) for position in parents[rid]["positions"]]
+    return [position for rid in reversed(chain) for position in parents[rid]["positions"]]
+
+
+def _turns_at(store: Store, conversation_id: str, positions: list[int]):
     by_position = {turn.position: turn for turn in store.turns(conversation_id)}
-    return conversation_id, [by_position[position] for position in order if position in by_position]
+    return [by_position[position] for position in positions if position in by_position]
 
 
 def _history(turns, messages) -> list[HistoryTurn]:
@@ -321,9 +331,12 @@ async def delete_response(request: web.Request) -> web.Response:
 
 
 def _input_items(store: Store, response_id: str) -> list[dict[str, Any]]:
+    """Everything the response was given, as OpenAI lists it: with previous_response_id, the earlier inputs
+    and outputs of its chain, then its own input."""
     record = store.response(response_id)
-    by_position = {turn.position: turn for turn in store.turns(record["conversation_id"])}
-    return [by_position[position].item for position in record["input_positions"] if position in by_position]
+    conversation_id = record["conversation_id"]
+    positions = _chain_positions(store, conversation_id, record["parent"]) + record["input_positions"]
+    return [turn.item for turn in _turns_at(store, conversation_id, positions)]
 
 
 async def input_items(request: web.Request) -> web.Response:

@@ -294,7 +294,7 @@ class Store:
             found = self._records(key).get(ids=["r" + response_id])
         except NotFound:
             raise NotFound(response_id) from None
-        if not found["ids"]:
+        if not found["ids"] or found["metadatas"][0].get("deleted"):
             raise NotFound(response_id)
         meta = found["metadatas"][0]
         return {"object": json.loads(found["documents"][0]), "parent": meta.get("parent") or None,
@@ -302,10 +302,13 @@ class Store:
                 "positions": json.loads(meta["positions"]), "context": json.loads(meta.get("context") or "null"),
                 "conversation_id": "conv_" + key}
 
-    def responses(self, conversation_id: str) -> list[dict[str, Any]]:
+    def responses(self, conversation_id: str, deleted: bool = False) -> list[dict[str, Any]]:
+        """The response records of CONVERSATION_ID, oldest first; DELETED: with the links of deleted ones."""
         found = self._records(conversation_key(conversation_id)).get(where={"kind": "response"})
         records = []
         for response_id, meta in zip(found["ids"], found["metadatas"]):
+            if meta.get("deleted") and not deleted:
+                continue
             records.append({"id": response_id[1:], "created_at": meta["created_at"],
                             "parent": meta.get("parent") or None, "positions": json.loads(meta["positions"])})
         return sorted(records, key=lambda record: (record["created_at"], record["positions"]))
@@ -342,9 +345,13 @@ class Store:
         return positions
 
     def delete_response(self, response_id: str) -> None:
-        """Forget one response object (its turns stay part of the conversation they belong to)."""
+        """Forget one response object. Its turns stay part of the conversation they belong to, and its link in
+        the chain stays too (parent and positions, nothing else): a later response continued from it keeps
+        the whole chain, as at OpenAI."""
         self.response(response_id)
-        self._records(response_key(response_id)).delete(ids=["r" + response_id])
+        self._records(response_key(response_id)).update(
+            ids=["r" + response_id], embeddings=[PLACEHOLDER], documents=["null"],
+            metadatas=[{"deleted": True, "context": "null"}])
         self.compact()
 
     # Sentences and summaries ------------------------------------------------

@@ -39,9 +39,20 @@ def test_a_chain_of_three_sends_only_the_new_message_and_the_model_sees_the_hist
     assert first.output_text in prompt and second.output_text in prompt
     assert not report["compressed"]
     assert third.previous_response_id == second.id
-    listed = client.responses.input_items.list(third.id)
-    assert [item.content[0].text for item in listed.data] == ["Where do I live?"]
+    # As at OpenAI, a chained response's input items are the whole context it was given (issue 23).
+    listed = client.responses.input_items.list(third.id, order="asc")
+    assert [item.content[0].text for item in listed.data] == [
+        "My name is Aiko.", first.output_text, "I live in Kyoto.", second.output_text, "Where do I live?"]
     assert client.responses.retrieve(third.id).output_text == third.output_text
+    # Deleting a response in the middle keeps the chain for those continued from it.
+    client.responses.delete(second.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(second.id)
+    fourth = client.responses.create(input="And my name?", previous_response_id=third.id, **SHORT)
+    assert "My name is Aiko." in _prompt_text(_context(daemon, fourth.id))
+    assert len(client.responses.input_items.list(fourth.id).data) == 7
+    with pytest.raises(openai.BadRequestError):  # continuing from the deleted one itself is not possible
+        client.responses.create(input="x", previous_response_id=second.id, **SHORT)
 
 
 def test_a_streamed_response_follows_openais_event_sequence_and_is_stored_before_it_completes(openai_tcp, daemon):
