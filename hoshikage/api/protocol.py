@@ -254,7 +254,8 @@ def _parse_tools(body: dict[str, Any]) -> tuple[tuple, str, bool]:
         description = function.get("description") or ""
         if not isinstance(description, str):
             raise invalid(f"'{where}.function.description' must be a string", param=f"{where}.function.description")
-        tools.append(Tool(function["name"], description, parameters))
+        strict = function.get("strict")
+        tools.append(Tool(function["name"], description, parameters, strict if isinstance(strict, bool) else None))
     choice = body.get("tool_choice")
     if choice is None:
         choice = "auto"

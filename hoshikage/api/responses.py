@@ -109,7 +109,7 @@ def response_object(parsed: ResponsesRequest, response_id: str, created_at: int,
         "presence_penalty": sampling.presence_penalty, "frequency_penalty": sampling.frequency_penalty,
         "top_logprobs": 0, "text": {"format": parsed.text_format}, "tool_choice": _tool_choice(parsed.tool_choice),
         "tools": [{"type": "function", "name": tool.name, "description": tool.description or None,
-                   "parameters": tool.parameters, "strict": None} for tool in parsed.tools],
+                   "parameters": tool.parameters, "strict": tool.strict} for tool in parsed.tools],
         # OpenAI's schema has no null usage and Open Responses wants the key: zeros until it is known.
         "truncation": parsed.truncation, "usage": usage or _usage(None), "metadata": parsed.metadata,
         "safety_identifier": None, "prompt_cache_key": None,

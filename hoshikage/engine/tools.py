@@ -40,6 +40,7 @@ class Tool:
     name: str
     description: str
     parameters: dict[str, Any]
+    strict: bool | None = None  # as the request said (echoed by the Responses API)
 
     def as_openai(self) -> dict[str, Any]:
         return {"type": "function",

@@ -238,6 +238,15 @@ def test_responses_stream_function_call_events(openai_tcp):
     jsonschema.validate(json.loads(call.arguments), WEATHER["function"]["parameters"])
 
 
+def test_responses_echo_each_tools_strict_as_the_request_said(openai_tcp):
+    tools = [{**FLAT_WEATHER, "strict": True}, {**FLAT_WEATHER, "name": "get_forecast", "strict": False},
+             {**FLAT_WEATHER, "name": "get_wind"}]
+    response = openai_tcp.responses.create(model="gemma", input="Hi", tools=tools, max_output_tokens=2,
+                                           store=False)
+    assert [(tool.name, tool.strict) for tool in response.tools] == [
+        ("get_weather", True), ("get_forecast", False), ("get_wind", None)]
+
+
 def test_n_and_seed_keep_working_with_schemas_and_logprobs(openai_tcp):
     request = dict(model="gemma", messages=PROMPT, max_tokens=60, temperature=1.0, seed=42, n=2, logprobs=True,
                    response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": SCHEMAS[7]}})
