@@ -66,12 +66,13 @@ def context_for(entry: ModelEntry, settings) -> ContextChoice:
     daemon's pool. An embedding model's context is its trained one, up to a numeric setting."""
     from hoshikage.engine.budget import COMPUTE_ALLOWANCE, default_budget_bytes
 
-    if entry.embedding:
+    if entry.embedding:  # as engine/embedding.py's embedding_context_length decides at the load
+        if entry.context_length:
+            return ContextChoice(entry.context_length, "registered with --ctx")
         trained = int((entry.gguf or {}).get("context_length") or 0)
-        tokens = entry.context_length or min(filter(None, (trained, settings.context_length))
-                                             or (FALLBACK_CONTEXT,))
-        return ContextChoice(tokens, "registered with --ctx" if entry.context_length else "an embedding model's "
-                             "trained context, up to the context_length setting")
+        setting = settings.context_length or trained or FALLBACK_CONTEXT
+        return ContextChoice(min(trained, setting) if trained > 0 else setting,
+                             "an embedding model's trained context, up to the context_length setting")
     budget = settings.memory_budget_mib * 2**20 or default_budget_bytes()
     return choose_context(entry, settings.context_length, settings.slots, budget,
                           COMPUTE_ALLOWANCE + settings.prompt_cache_ram_mib * 2**20)

@@ -36,3 +36,16 @@ def test_auto_never_goes_below_the_floor_nor_guesses_an_unknown_kv_cost():
     assert choose_context(entry(per_token=None), None, 4, 64 * GiB).tokens == 4096
     assert choose_context(entry(trained=None), None, 4, 64 * GiB).tokens == 4096
     assert choose_context(entry(trained=2048, per_token=None), None, 4, 64 * GiB).tokens == 2048
+
+
+def test_commands_without_the_pool_say_the_same_for_chat_and_embedding_models():
+    from types import SimpleNamespace
+
+    from hoshikage.engine.context_choice import context_for
+
+    settings = SimpleNamespace(context_length=None, memory_budget_mib=18 * 1024, slots=4, prompt_cache_ram_mib=1024)
+    assert context_for(entry(), settings).tokens == 32768
+    embedding = ModelEntry(alias="e", path="/e.gguf", embedding=True, gguf={"context_length": 512})
+    assert context_for(embedding, settings).tokens == 512
+    assert context_for(ModelEntry(alias="e", path="/e.gguf", embedding=True, gguf={}), settings).tokens == 4096
+    assert context_for(embedding, SimpleNamespace(**{**vars(settings), "context_length": 256})).tokens == 256
