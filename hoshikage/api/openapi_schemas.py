@@ -226,10 +226,10 @@ COMPACT_REQUEST = {
 }
 COMPACTION = obj(["id", "object", "created_at", "output", "usage"], {
     "id": STRING, "object": {"const": "response.compaction"}, "created_at": INTEGER,
-    "output": {"type": "array", "minItems": 1, "prefixItems": [ref("CompactionItem")], "items": {"anyOf": [
+    "output": {"type": "array", "items": {"anyOf": [
         ref("CompactionItem"), ref("MessageItem"), ref("FunctionCallItem"), ref("FunctionCallOutputItem")]},
                "description": "a compaction item (memory's summary and recalled passages), then the items kept "
-                              "verbatim"},
+                              "verbatim; a history that fits whole has no compaction item, only its items"},
     "usage": ref("ResponseUsage")})
 
 # Conversations and memory ---------------------------------------------------------

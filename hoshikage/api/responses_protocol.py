@@ -148,11 +148,12 @@ def parse_input(value: Any, *, required: bool = True, param: str = "input") -> t
         return (_message("user", value),)
     if not isinstance(value, list):
         raise invalid(f"'{param}' must be a string or a list of items", param=param)
-    parsed = (_parse_item(item, f"{param}[{index}]") for index, item in enumerate(value))
-    messages = tuple(message for message in parsed if message is not None)
-    if not messages and required:
-        raise invalid(f"'{param}' holds nothing to answer: only empty compaction notes", param=param)
-    return messages
+    # An empty compaction note (a history that needed none) says nothing: no empty system message beside other
+    # input. Alone it stays what it was, an empty system message, so the request is still answered.
+    empty_notes = {index for index, item in enumerate(value) if isinstance(item, dict)
+                   and item.get("type") == "compaction" and item.get("encrypted_content") == ""}
+    skipped = empty_notes if len(empty_notes) < len(value) else set()
+    return tuple(_parse_item(item, f"{param}[{index}]") for index, item in enumerate(value) if index not in skipped)
 
 
 def parse_metadata(value: Any) -> dict[str, str]:
@@ -168,8 +169,7 @@ def parse_metadata(value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _parse_item(item: Any, where: str) -> InputMessage | None:
-    """The message ITEM says; None for one that says nothing (an empty compaction note)."""
+def _parse_item(item: Any, where: str) -> InputMessage:
     if not isinstance(item, dict):
         raise invalid(f"'{where}' must be an object", param=where)
     kind = item.get("type", "message")
@@ -192,7 +192,7 @@ def _parse_item(item: Any, where: str) -> InputMessage | None:
         note = item.get("encrypted_content")
         if not isinstance(note, str):
             raise invalid(f"'{where}.encrypted_content' must be a string", param=f"{where}.encrypted_content")
-        return _message("system", note) if note else None  # no empty system message
+        return _message("system", note)
     if kind != "message":
         raise invalid(f"'{where}' is a {kind!r} item; message, function_call, function_call_output and "
                       "compaction items are supported",

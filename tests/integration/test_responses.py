@@ -222,6 +222,8 @@ def test_compact_on_a_history_that_fits_returns_its_items_and_no_empty_note(open
     noted = openai_tcp.responses.create(input=[{"type": "compaction", "encrypted_content": ""}, *ask], store=False,
                                         **SHORT)
     assert noted.usage.input_tokens == plain.usage.input_tokens
+    alone = openai_tcp.responses.create(input=[{"type": "compaction", "encrypted_content": ""}], store=False, **SHORT)
+    assert alone.status in ("completed", "incomplete")  # nothing else to read: still answered, as before
 
 
 def test_compact_returns_the_window_memory_would_give_the_model(openai_tcp):
