@@ -61,17 +61,24 @@ def choose_context(entry: ModelEntry, setting: int | None, slots: int, budget_by
                                  f"left after the weights")
 
 
+def embedding_context(entry: ModelEntry, setting: int | None, trained: int | None) -> int:
+    """An embedding model's one context: the registered length, else the trained one up to SETTING (None: auto,
+    the trained one; without one, FALLBACK_CONTEXT)."""
+    if entry.context_length:
+        return entry.context_length
+    limit = setting or trained or FALLBACK_CONTEXT
+    return min(trained, limit) if trained and trained > 0 else limit
+
+
 def context_for(entry: ModelEntry, settings) -> ContextChoice:
     """What choose_context gives ENTRY under SETTINGS (config.Settings), for commands that run without the
     daemon's pool. An embedding model's context is its trained one, up to a numeric setting."""
     from hoshikage.engine.budget import COMPUTE_ALLOWANCE, default_budget_bytes
 
-    if entry.embedding:  # as engine/embedding.py's embedding_context_length decides at the load
-        if entry.context_length:
-            return ContextChoice(entry.context_length, "registered with --ctx")
-        trained = int((entry.gguf or {}).get("context_length") or 0)
-        setting = settings.context_length or trained or FALLBACK_CONTEXT
-        return ContextChoice(min(trained, setting) if trained > 0 else setting,
+    if entry.embedding:
+        trained = (entry.gguf or {}).get("context_length")
+        return ContextChoice(embedding_context(entry, settings.context_length, trained),
+                             "registered with --ctx" if entry.context_length else
                              "an embedding model's trained context, up to the context_length setting")
     budget = settings.memory_budget_mib * 2**20 or default_budget_bytes()
     return choose_context(entry, settings.context_length, settings.slots, budget,

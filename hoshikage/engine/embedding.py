@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from hoshikage.engine.context_choice import embedding_context
 from hoshikage.engine.llama import LoadOptions, ModelLoadError, PromptTooLong
 from hoshikage.engine.scheduler import QueueFull
 from hoshikage.registry import ModelEntry
@@ -27,17 +28,6 @@ log = logging.getLogger("hoshikage.engine")
 
 MAX_SEQUENCES = 64  # inputs decoded in one batch at most
 POOLING_NAMES = {1: "mean", 2: "cls", 3: "last", 4: "rank"}
-
-
-def embedding_context_length(entry: ModelEntry, options: LoadOptions, trained: int | None) -> int:
-    """One context for the whole model: the registered length, else the trained one up to the daemon's setting
-    (auto: the trained one; without one, engine/context_choice.py's fallback)."""
-    from hoshikage.engine.context_choice import FALLBACK_CONTEXT
-
-    if entry.context_length:
-        return entry.context_length
-    setting = options.context_length or trained or FALLBACK_CONTEXT
-    return min(trained, setting) if trained and trained > 0 else setting
 
 
 class EmptyInput(ValueError):
@@ -88,7 +78,7 @@ class EmbeddingModel:
                                  f"{entry.path} ({error})") from None
         # The whole of each input must be in one micro-batch (pooling over a
         # non-causal model sees all its tokens at once): batch = context.
-        context_length = embedding_context_length(entry, options, model.n_ctx_train())
+        context_length = embedding_context(entry, options.context_length, model.n_ctx_train())
         context_params = llama_cpp.llama_context_default_params()
         context_params.embeddings = True
         context_params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED  # the GGUF's own

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from hoshikage.engine import native, offload, ramdisk
 from hoshikage.engine.budget import COMPUTE_ALLOWANCE, default_budget_bytes, model_shape
-from hoshikage.engine.context_choice import ContextChoice, choose_context
+from hoshikage.engine.context_choice import ContextChoice, choose_context, embedding_context
 from hoshikage.engine.cpu_share import CpuShare
-from hoshikage.engine.embedding import EmbeddingModel, EmbeddingRunner, embedding_context_length
+from hoshikage.engine.embedding import EmbeddingModel, EmbeddingRunner
 from hoshikage.engine.llama import LoadedModel, LoadOptions, ModelLoadError
 from hoshikage.engine.native import Device, offload_devices
 from hoshikage.engine.prompt_cache import PromptCache, forget_everywhere, identity_digest
@@ -141,7 +141,7 @@ class ModelPool:
         alias = entry.alias
         context = self.context_choice(entry)
         context_length = (context.tokens if context is not None
-                          else embedding_context_length(entry, self.options, entry.gguf.get("context_length")))
+                          else embedding_context(entry, self.options.context_length, entry.gguf.get("context_length")))
         shape = await asyncio.to_thread(model_shape, entry, context_length,
                                         1 if entry.embedding else self.options.slots)
         requested = entry.gpu_layers if entry.gpu_layers is not None else self.options.gpu_layers
