@@ -191,7 +191,7 @@ def _show(settings: Settings, args) -> int:
 
 
 def _gpu_layers(text: str) -> int | str:
-    from hoshikage.engine.offload import parse_gpu_layers
+    from hoshikage.config import parse_gpu_layers
 
     try:
         return parse_gpu_layers(text)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG_FILE = Path("/etc/hoshikage/hoshikage.yaml")
+GPU_LAYERS_AUTO = "auto"  # gpu_layers: every layer that fits the device (engine/offload.py)
 
 
 class ConfigError(Exception):
@@ -134,10 +135,21 @@ def _context_length(value: Any) -> int | None:
     return _positive_int(value)
 
 
-def _gpu_layers(value: Any) -> int | str:
-    from hoshikage.engine.offload import parse_gpu_layers
-
-    return parse_gpu_layers(value)
+def parse_gpu_layers(value) -> int | str:
+    """"auto", or an integer >= -1 (-1: all layers); ValueError otherwise."""
+    if isinstance(value, str) and value.strip().lower() == GPU_LAYERS_AUTO:
+        return GPU_LAYERS_AUTO
+    if isinstance(value, bool):
+        raise ValueError("must be 'auto' or an integer (-1: all layers)")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be 'auto' or an integer (-1: all layers)") from None
+    if isinstance(value, float) and value != number:
+        raise ValueError("must be 'auto' or an integer (-1: all layers)")
+    if number < -1:
+        raise ValueError("must be 'auto', -1 (all layers) or a number of layers")
+    return number
 
 
 def _log_level(value: Any) -> str:
@@ -237,7 +249,7 @@ OPTIONS: tuple[Option, ...] = (
            "context window for chat models registered without --ctx: auto (the model's trained context, capped so "
            "that its slots' KV cache takes at most half the memory budget left after its weights) or a number "
            "of tokens"),
-    Option("gpu_layers", _gpu_layers, lambda: "auto",
+    Option("gpu_layers", parse_gpu_layers, lambda: GPU_LAYERS_AUTO,
            "layers to offload for models registered without --gpu-layers: auto (all that fit the GPU), "
            "-1 (all) or a number"),
     Option("flash_attn", _bool, lambda: True,
@@ -261,7 +273,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_invariant", _bool, lambda: True,
            "same greedy text alone or batched: skip llama.cpp's repacked weight kernels, whose "
            "rounding depends on how many tokens share a step"),
-    Option("cpu_weight_repack", _cpu_weight_repack, lambda: "auto",
+    Option("cpu_weight_repack", _cpu_weight_repack, lambda: GPU_LAYERS_AUTO,
            "let llama.cpp repack weights into its CPU-specific buffers: auto (yes, except where it would use "
            "the AMX buffer type, which crashes: llama.cpp issue #20824), on or off"),
     Option("adaptive_threads", _bool, lambda: True,
@@ -381,16 +393,6 @@ class Settings:
     @property
     def memory_dir(self) -> Path:
         return self.chroma_path or self.state_dir / "chroma"
-
-    @property
-    def prompt_cache_path(self) -> Path:
-        """Where saved KV entries go: the setting, else the RAM disk when mounted (it outlives the process and is
-        released with it), else the state directory."""
-        if self.prompt_cache_dir:
-            return self.prompt_cache_dir
-        from hoshikage.engine.ramdisk import usable
-
-        return (self.ramdisk_path if usable(self.ramdisk_path) else self.state_dir) / "prompt-cache"
 
     @property
     def models_dir(self) -> Path:

@@ -16,8 +16,9 @@ from pathlib import Path
 from aiohttp import web
 
 from hoshikage import __version__, lifecycle, systemd
-from hoshikage.api import create_app, keys
-from hoshikage.api.framing import shape_parser_errors
+from hoshikage.api import create_app
+from hoshikage.api.http import keys
+from hoshikage.api.http.framing import shape_parser_errors
 from hoshikage.config import Settings, parse_listen_address
 from hoshikage.metrics import seconds_since_process_start
 from hoshikage.model_files import ensure_embedded_model
@@ -58,7 +59,7 @@ async def _serve(settings: Settings) -> int:
         keepalive = max(1, min(keepalive, settings.idle_timeout_seconds))
     # handler_cancellation: a client that disconnects cancels its handler, which
     # cancels its generation at the next token instead of running to the end.
-    # auto_decompress off: api/body.py decodes Content-Encoding itself, so a
+    # auto_decompress off: api/http/body.py decodes Content-Encoding itself, so a
     # body that lies about it is a 400 and not a broken connection.
     # shutdown_timeout: requests still running at a stop are cancelled after this long, well inside the
     # watchdog's STOP_TIMEOUT_SECONDS.

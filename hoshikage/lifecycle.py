@@ -19,7 +19,7 @@ from aiohttp import web
 
 from hoshikage import systemd
 from hoshikage.activity import Activity
-from hoshikage.api.connections import ConnectionGuard
+from hoshikage.api.http.connections import ConnectionGuard
 from hoshikage.engine.models import ModelPool
 
 log = logging.getLogger("hoshikage.lifecycle")

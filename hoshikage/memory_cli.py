@@ -99,7 +99,7 @@ def _context(store, args) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from hoshikage.api.conversations import context_report
+    from hoshikage.api.responses.conversations import context_report
 
     report = context_report(store, args.id)
     if args.json:
@@ -138,9 +138,9 @@ def _forget(store, args, settings: Settings) -> int:
 
 def _forget_saved_kv(settings: Settings, conversation_id: str | None) -> None:
     """The models' saved KV state of the conversation (None: all) goes too: it is the same text in another form."""
-    from hoshikage.engine.prompt_cache import forget_everywhere
+    from hoshikage.engine.prompt_cache import cache_root, forget_everywhere
 
-    forget_everywhere(settings.prompt_cache_path, conversation_id)
+    forget_everywhere(cache_root(settings), conversation_id)
 
 
 VERBS = {"list": _list, "ls": _list, "show": _show, "context": _context}

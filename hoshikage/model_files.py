@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hoshikage.config import Settings
 from hoshikage.engine.chat_format import KNOWN_FORMATS
+from hoshikage.engine.model_access import hidden_from_service
 from hoshikage.gguf_meta import read_gguf_info
 from hoshikage.registry import ModelEntry, Registry, RegistryError, validate_alias
 
@@ -29,7 +30,6 @@ from hoshikage.registry import ModelEntry, Registry, RegistryError, validate_ali
 SENTENCE_POOLINGS = ("mean", "cls", "last")
 
 EMBEDDED_ALIAS = "gemma3-270m"
-HIDDEN_FROM_SERVICE = (Path("/home"), Path("/root"), Path("/run/user"), Path("/tmp"), Path("/var/tmp"))
 
 SERVICE_USER = "hoshikage"
 SERVICE_UNITS = tuple(Path(directory) / "hoshikage.service"
@@ -86,11 +86,6 @@ def register_model(
     return entry
 
 
-def hidden_from_service(path: Path) -> bool:
-    """True when the hardened systemd service cannot see PATH at all."""
-    return any(path == hidden or hidden in path.parents for hidden in HIDDEN_FROM_SERVICE)
-
-
 def service_installed(units: tuple[Path, ...] = SERVICE_UNITS) -> bool:
     return any(unit.exists() for unit in units)
 
@@ -123,21 +118,6 @@ def why_service_cannot_read(path: Path, user: str = SERVICE_USER) -> str | None:
         if not info.st_mode & bits:
             what = "read" if needed == "r" else "enter"
             return f"the {user} user may not {what} {each} (mode {stat.filemode(info.st_mode)})"
-    return None
-
-
-def why_unloadable(alias: str, path: Path) -> str | None:
-    """Why the running daemon cannot open the file of ALIAS, with the fix; None when it can."""
-    fix = f"register it again with `hoshikage add --import FILE {alias} --replace`"
-    if not path.exists():
-        if hidden_from_service(path):
-            return (f"the daemon cannot see {path}: it does not exist, or it is under /home, /root or /tmp, "
-                    f"which systemd hides from the service; {fix}, which copies it where the service can read it")
-        return f"its file {path} does not exist (moved or deleted?); {fix}, or put the file back"
-    if not path.is_file():
-        return f"{path} is not a regular file; {fix}"
-    if not os.access(path, os.R_OK):
-        return f"the daemon may not read {path} (permission denied); {fix}, or let the service user read it"
     return None
 
 

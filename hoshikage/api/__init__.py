@@ -11,12 +11,18 @@ import uuid
 from aiohttp import web
 
 from hoshikage.activity import Activity
-from hoshikage.api import conversations, embeddings, keys, ollama, openai, openapi, responses, status
-from hoshikage.api.auth import api_key_middleware
-from hoshikage.api.connections import ConnectionGuard
-from hoshikage.api.errors import error_middleware
+from hoshikage.api import openapi, status
+from hoshikage.api.http import keys
+from hoshikage.api.http.auth import api_key_middleware
+from hoshikage.api.http.connections import ConnectionGuard
+from hoshikage.api.http.errors import error_middleware
+from hoshikage.api.ollama import endpoints as ollama
+from hoshikage.api.openai import embeddings
+from hoshikage.api.openai import endpoints as openai
+from hoshikage.api.responses import conversations
+from hoshikage.api.responses import endpoints as responses
 from hoshikage.config import Settings
-from hoshikage.engine import cpu_weights, native
+from hoshikage.engine import cpu_weights, native, prompt_cache
 from hoshikage.engine.llama import LoadOptions
 from hoshikage.engine.models import ModelPool
 from hoshikage.memory.service import Memory, MemorySettings
@@ -49,7 +55,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         flash_attn=settings.flash_attn,
         prompt_cache_min_tokens=settings.prompt_cache_min_tokens, slots=settings.slots,
         batch_invariant=settings.batch_invariant, weight_repack=repack.allowed,
-        adaptive_threads=settings.adaptive_threads, prompt_cache_dir=settings.prompt_cache_path,
+        adaptive_threads=settings.adaptive_threads, prompt_cache_dir=prompt_cache.cache_root(settings),
         prompt_cache_ram_bytes=settings.prompt_cache_ram_mib * 2**20,
         prompt_cache_disk_bytes=settings.prompt_cache_disk_mib * 2**20),
         settings.ramdisk_path,
@@ -145,7 +151,7 @@ async def _model_pool_lifetime(app: web.Application):
 
 async def _release_idle_models(pool: ModelPool, memory: Memory, activity: Activity, idle_seconds: int) -> None:
     # A coarse tick is enough: release happens minutes after the last use
-    # (an Ollama keep_alive of 0 releases an idle model at once, see api/ollama.py).
+    # (an Ollama keep_alive of 0 releases an idle model at once, see api/ollama/endpoints.py).
     tick = max(1.0, min(30.0, idle_seconds / 10)) if idle_seconds else 5.0
     while True:
         await asyncio.sleep(tick)

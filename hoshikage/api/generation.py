@@ -18,9 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
-from hoshikage.api import keys
-from hoshikage.api.errors import APIError, invalid
-from hoshikage.api.protocol import GenerationRequest
+from hoshikage.api.http import keys
+from hoshikage.api.http.errors import APIError, invalid
+from hoshikage.api.openai.protocol import GenerationRequest
 from hoshikage.engine.llama import Chunk, LoadedModel, ModelLoadError, Prompt, PromptTooLong
 from hoshikage.engine.models import BudgetBusy, ModelTooLarge, UnknownModel
 from hoshikage.engine.sampling import GrammarError, GrammarTooCostly, check_grammar

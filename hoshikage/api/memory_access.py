@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from hoshikage.api import keys
-from hoshikage.api.errors import APIError, invalid
+from hoshikage.api.http import keys
+from hoshikage.api.http.errors import APIError, invalid
 from hoshikage.memory.context import Assembly, ContextTooLong
 
 

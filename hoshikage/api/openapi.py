@@ -3,7 +3,7 @@
 Every operation the daemon serves is here: OpenAI's Chat Completions, Completions, Embeddings and
 Models, the Responses API (with compact) and Conversations on conversation memory, the memory
 context view, Ollama's API, and the status endpoints. Chat and completion request bodies come from
-api/protocol.py's declared FIELDS, the same schemas its validation reads; the rest are in
+api/openai/protocol.py's declared FIELDS, the same schemas its validation reads; the rest are in
 api/openapi_schemas.py, written from the handlers' validation. Streams are described per item with
 OpenAPI 3.2's ``itemSchema`` (SSE events, NDJSON lines). schemathesis checks in the suite that the
 daemon keeps to all of it. Served at ``GET /openapi.json``; ``docs/openapi.json`` is the same text
@@ -18,9 +18,9 @@ from typing import Any
 from aiohttp import web
 
 from hoshikage import __version__
-from hoshikage.api import embeddings
 from hoshikage.api import openapi_schemas as s
-from hoshikage.api.protocol import request_schema
+from hoshikage.api.openai import embeddings
+from hoshikage.api.openai.protocol import request_schema
 
 NDJSON = "application/x-ndjson"
 _FINISH = {"enum": ["stop", "length", "tool_calls"]}

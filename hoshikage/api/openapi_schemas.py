@@ -1,8 +1,8 @@
 """JSON Schemas of the newer surfaces for the OpenAPI document: Responses, Conversations, memory, Ollama.
 
-Each request schema says what the handler's validation accepts (api/responses_protocol.py,
-api/conversations.py, api/items.py, api/ollama_protocol.py), tightly enough that a body the
-schema allows is accepted and one it forbids is refused; where the code accepts more (any JSON
+Each request schema says what the handler's validation accepts (api/responses/protocol.py,
+api/responses/conversations.py, api/responses/items.py, api/ollama/protocol.py), tightly enough that a body
+the schema allows is accepted and one it forbids is refused; where the code accepts more (any JSON
 Schema in ``text.format``, any keep_alive Go duration), the schema shows a subset that is always
 accepted and the description says so. Response schemas are what the handlers return; streams
 are described per item (OpenAPI 3.2's ``itemSchema``): an SSE event's JSON ``data`` through
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hoshikage.api.items import DEFAULT_PAGE, MAX_PAGE
-from hoshikage.api.protocol import FIELDS, RESPONSE_SCHEMA
-from hoshikage.api.responses_protocol import INPUT_ROLES, MAX_METADATA_KEYS
+from hoshikage.api.openai.protocol import FIELDS, RESPONSE_SCHEMA
+from hoshikage.api.responses.items import DEFAULT_PAGE, MAX_PAGE
+from hoshikage.api.responses.protocol import INPUT_ROLES, MAX_METADATA_KEYS
 
 NULL = {"type": "null"}
 STRING = {"type": "string"}
@@ -96,7 +96,7 @@ METADATA = {"type": "object", "maxProperties": MAX_METADATA_KEYS, "propertyNames
                            "512"}
 
 
-LIST_QUERY = [  # OpenAI's list parameters (api/items.py list_page)
+LIST_QUERY = [  # OpenAI's list parameters (api/responses/items.py list_page)
     {"name": "limit", "in": "query", "required": False, "description": "items per page",
      "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}},
     {"name": "order", "in": "query", "required": False, "description": "newest first (desc) or oldest first",

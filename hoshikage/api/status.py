@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from hoshikage import __version__
-from hoshikage.api import keys
+from hoshikage.api.http import keys
 
 
 async def health(request: web.Request) -> web.Response:

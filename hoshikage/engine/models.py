@@ -18,10 +18,10 @@ from hoshikage.engine.context_choice import ContextChoice, choose_context, embed
 from hoshikage.engine.cpu_share import CpuShare
 from hoshikage.engine.embedding import EmbeddingModel, EmbeddingRunner
 from hoshikage.engine.llama import LoadedModel, LoadOptions, ModelLoadError
+from hoshikage.engine.model_access import why_unloadable
 from hoshikage.engine.native import Device, offload_devices
 from hoshikage.engine.prompt_cache import PromptCache, forget_everywhere, identity_digest
 from hoshikage.engine.scheduler import ModelScheduler
-from hoshikage.model_files import why_unloadable
 from hoshikage.registry import ModelEntry, Registry
 
 log = logging.getLogger("hoshikage.models")

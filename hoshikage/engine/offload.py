@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-AUTO = "auto"
+from hoshikage.config import GPU_LAYERS_AUTO as AUTO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,20 +74,3 @@ def _split(layers: int, shape: ModelShape) -> OffloadPlan:
         return OffloadPlan(0, 0, total + shape.compute_bytes)
     on_device = total if layers >= shape.offloadable else math.ceil(_per_layer_bytes(shape) * layers)
     return OffloadPlan(layers, on_device + shape.compute_bytes, total - on_device)
-
-
-def parse_gpu_layers(value) -> int | str:
-    """"auto", or an integer >= -1 (-1: all layers); ValueError otherwise."""
-    if isinstance(value, str) and value.strip().lower() == AUTO:
-        return AUTO
-    if isinstance(value, bool):
-        raise ValueError("must be 'auto' or an integer (-1: all layers)")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError("must be 'auto' or an integer (-1: all layers)") from None
-    if isinstance(value, float) and value != number:
-        raise ValueError("must be 'auto' or an integer (-1: all layers)")
-    if number < -1:
-        raise ValueError("must be 'auto', -1 (all layers) or a number of layers")
-    return number

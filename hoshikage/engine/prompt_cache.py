@@ -45,11 +45,25 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hoshikage.config import Settings
 
 log = logging.getLogger("hoshikage.prompt_cache")
 
 MAGIC = b"HKKV1\n"
 SUFFIX = ".kv"
+
+
+def cache_root(settings: Settings) -> Path:
+    """Where saved KV entries go: the setting, else the RAM disk when mounted (it outlives the process and is
+    released with it), else the state directory."""
+    if settings.prompt_cache_dir:
+        return settings.prompt_cache_dir
+    from hoshikage.engine.ramdisk import usable
+
+    return (settings.ramdisk_path if usable(settings.ramdisk_path) else settings.state_dir) / "prompt-cache"
 
 
 def shared_prefix(cached, tokens) -> int:

@@ -1,6 +1,6 @@
 """A stream that fails after its headers ends in its own format, never as a status line inside the body.
 
-The daemon's real error middleware and stream openers (api/errors.py, api/sse.py), in an aiohttp app
+The daemon's real error middleware and stream openers (api/http/errors.py, api/http/sse.py), in an aiohttp app
 served on loopback, with handlers that fail after the first event the way a generation or a store
 write can: the client must read a complete, well-formed stream that says what went wrong.
 """
@@ -14,8 +14,8 @@ import httpx
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from hoshikage.api.errors import APIError, error_middleware
-from hoshikage.api.sse import open_event_stream, send_event, started_stream
+from hoshikage.api.http.errors import APIError, error_middleware
+from hoshikage.api.http.sse import open_event_stream, send_event, started_stream
 
 
 async def chat_stream(request: web.Request) -> web.StreamResponse:

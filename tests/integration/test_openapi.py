@@ -65,8 +65,8 @@ def test_every_route_is_documented():
     import hoshikage.api
 
     app = web.Application()
-    for module in pkgutil.iter_modules(hoshikage.api.__path__):
-        routes = getattr(importlib.import_module(f"hoshikage.api.{module.name}"), "setup_routes", None)
+    for module in pkgutil.walk_packages(hoshikage.api.__path__, "hoshikage.api."):
+        routes = getattr(importlib.import_module(module.name), "setup_routes", None)
         if routes is not None:
             routes(app)
     served = {(route.method, route.resource.canonical) for route in app.router.routes() if route.method != "HEAD"}

@@ -121,7 +121,7 @@ def test_slow_and_silent_clients_neither_block_others_nor_the_idle_exit(guarded_
 
 
 def test_beyond_max_connections_the_longest_idle_one_makes_room(tmp_path, gemma_path):
-    from hoshikage.api.connections import EVICTION_GRACE_SECONDS
+    from hoshikage.api.http.connections import EVICTION_GRACE_SECONDS
 
     register(tmp_path, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "512")
     daemon = Daemon(tmp_path, {"HOSHIKAGE_MAX_CONNECTIONS": "5"}, "--no-embedded-model")

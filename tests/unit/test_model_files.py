@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hoshikage.model_files import service_installed, why_service_cannot_read, why_unloadable
+from hoshikage.engine.model_access import why_unloadable
+from hoshikage.model_files import service_installed, why_service_cannot_read
 
 
 def test_paths_systemd_hides_from_the_service():

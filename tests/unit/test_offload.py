@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from hoshikage.config import parse_gpu_layers
 from hoshikage.engine import offload
 from hoshikage.engine.budget import COMPUTE_ALLOWANCE
 from hoshikage.engine.llama import LoadOptions
@@ -50,13 +51,13 @@ def test_explicit_counts():
 
 @pytest.mark.parametrize("text,expected", [("auto", "auto"), ("AUTO", "auto"), ("-1", -1), ("12", 12), (0, 0)])
 def test_gpu_layers_values(text, expected):
-    assert offload.parse_gpu_layers(text) == expected
+    assert parse_gpu_layers(text) == expected
 
 
 @pytest.mark.parametrize("text", ["-2", "many", "1.5", True, None])
 def test_gpu_layers_rejects(text):
     with pytest.raises(ValueError):
-        offload.parse_gpu_layers(text)
+        parse_gpu_layers(text)
 
 
 # The pool's placement: two budgets, LRU swap, busy models kept -------------

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from hoshikage.api.errors import APIError
-from hoshikage.api.ollama_protocol import (chat_messages, human_parameters, ollama_name, parse_keep_alive,
+from hoshikage.api.http.errors import APIError
+from hoshikage.api.ollama.protocol import (chat_messages, human_parameters, ollama_name, parse_keep_alive,
                                            request_body, resolve_name, tool_calls_out)
 from hoshikage.engine.tools import ToolCall
 

@@ -1,7 +1,7 @@
 import pytest
 
-from hoshikage.api.errors import APIError
-from hoshikage.api.protocol import parse_chat_request, parse_completion_request
+from hoshikage.api.http.errors import APIError
+from hoshikage.api.openai.protocol import parse_chat_request, parse_completion_request
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

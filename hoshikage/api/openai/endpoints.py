@@ -15,13 +15,13 @@ from typing import Any
 from aiohttp import web
 
 from hoshikage import __version__
-from hoshikage.api import keys
-from hoshikage.api.errors import APIError
-from hoshikage.api.body import read_json
 from hoshikage.api.generation import new_id, now, parse_body, run_generation, sentence_model_available, usage
-from hoshikage.api.protocol import GenerationRequest, parse_chat_request, parse_completion_request
+from hoshikage.api.http import keys
+from hoshikage.api.http.body import read_json
+from hoshikage.api.http.errors import APIError
+from hoshikage.api.http.sse import open_event_stream, send_done, send_event
+from hoshikage.api.openai.protocol import GenerationRequest, parse_chat_request, parse_completion_request
 from hoshikage.api.tool_answers import text_splitter, tool_answer
-from hoshikage.api.sse import open_event_stream, send_done, send_event
 from hoshikage.engine.llama import Chunk, TokenLogprob
 
 FINGERPRINT = f"hoshikage-{__version__}"

@@ -1,9 +1,9 @@
 """Ollama's API (/api/...) on the same sockets, registry, model pool and scheduler as OpenAI's.
 
-Requests are translated to the OpenAI request api/protocol.py validates
-(ollama_protocol.py), run by the same generation path, and answered in
+Requests are translated to the OpenAI request api/openai/protocol.py validates
+(ollama/protocol.py), run by the same generation path, and answered in
 Ollama's shape: NDJSON lines by default, one JSON object with stream: false,
-durations in nanoseconds, errors as ``{"error": "..."}`` (api/errors.py
+durations in nanoseconds, errors as ``{"error": "..."}`` (api/http/errors.py
 shapes every error under /api/ that way). Model names are registry aliases,
 also in Ollama's ``name:tag`` form with ``:latest``.
 
@@ -24,16 +24,16 @@ from typing import Any
 from aiohttp import web
 
 from hoshikage import __version__
-from hoshikage.api import keys
-from hoshikage.api.body import read_json
-from hoshikage.api.embeddings import embed, parse_inputs
-from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.generation import parse_body, run_generation, scheduler_for, sentence_model_available
-from hoshikage.api.ollama_protocol import (chat_messages, details, digest, done_reason, model_summary, nanoseconds,
+from hoshikage.api.http import keys
+from hoshikage.api.http.body import read_json
+from hoshikage.api.http.errors import APIError, invalid
+from hoshikage.api.http.sse import started_stream
+from hoshikage.api.ollama.protocol import (chat_messages, details, digest, done_reason, model_summary, nanoseconds,
                                            ollama_name, parse_keep_alive, request_body, resolve_name, timestamp,
                                            tool_calls_out, unknown_options)
-from hoshikage.api.protocol import parse_chat_request, parse_completion_request, whole_number
-from hoshikage.api.sse import started_stream
+from hoshikage.api.openai.embeddings import embed, parse_inputs
+from hoshikage.api.openai.protocol import parse_chat_request, parse_completion_request, whole_number
 from hoshikage.api.tool_answers import text_splitter, tool_answer
 from hoshikage.engine.context_choice import context_for
 from hoshikage.engine.llama import Chunk
@@ -275,7 +275,7 @@ async def _generate(request: web.Request, exchange: _Exchange, parsed, prompt) -
             await _write(response, _line(exchange, visible))
 
     await send(first.text)
-    # A failure from here on is reported in the stream once it is open (api/sse.py).
+    # A failure from here on is reported in the stream once it is open (api/http/sse.py).
     async for chunk in chunks:
         if chunk.text:
             pieces.append(chunk.text)

@@ -9,7 +9,7 @@ parser lets through, would fail later in every UTF-8 encoder: the tokenizer,
 the store, the SSE writer). Every surface reads its body here, so each of
 those is refused once, at the door, naming the field. A body too
 large, compressed or not, is 413; one that takes longer than
-body_timeout_seconds to arrive is 408 (api/connections.py bounds the rest).
+body_timeout_seconds to arrive is 408 (api/http/connections.py bounds the rest).
 
 The daemon decompresses bodies itself (the runner has aiohttp's
 auto_decompress off): aiohttp's own decoder raises inside its HTTP parser when
@@ -28,8 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
-from hoshikage.api import keys
-from hoshikage.api.errors import APIError, invalid
+from hoshikage.api.http import keys
+from hoshikage.api.http.errors import APIError, invalid
 
 # Content-Encoding -> zlib window bits: gzip; zlib-wrapped deflate (RFC 9110), with raw deflate tried too.
 _DECODERS = {"gzip": (16 + zlib.MAX_WBITS,), "x-gzip": (16 + zlib.MAX_WBITS,),

@@ -78,7 +78,7 @@ def _from_http_exception(error: web.HTTPException) -> APIError:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler):
-    from hoshikage.api.sse import end_failed_stream
+    from hoshikage.api.http.sse import end_failed_stream
 
     ollama = request.path.startswith("/api/")  # Ollama's API: its own error shape
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from hoshikage.activity import Activity
-from hoshikage.api.connections import ConnectionGuard
+from hoshikage.api.http.connections import ConnectionGuard
 from hoshikage.config import Settings
 from hoshikage.engine.cpu_weights import RepackDecision
 from hoshikage.engine.models import ModelPool

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hoshikage.api.errors import invalid
+from hoshikage.api.http.errors import invalid
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20

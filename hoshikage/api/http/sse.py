@@ -6,7 +6,7 @@ code: written as a new response, it would land inside the chunked body and the
 client would see a garbled stream. So every stream, when it opens, says how it
 reports a failure in its own format (``started_stream``): an ``error`` event
 and ``[DONE]`` for Chat and Completions, ``response.failed`` for Responses, an
-``{"error": ...}`` line for Ollama. The error middleware (api/errors.py) ends an
+``{"error": ...}`` line for Ollama. The error middleware (api/http/errors.py) ends an
 open stream that way, whatever was raised.
 """
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from hoshikage.api.errors import APIError
+    from hoshikage.api.http.errors import APIError
 
 StreamFailure = Callable[[web.StreamResponse, "APIError"], Awaitable[None]]
 # The prepared response of a request whose answer is a stream, and how that stream reports a failure.

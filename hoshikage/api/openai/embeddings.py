@@ -17,10 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from hoshikage.api import keys
-from hoshikage.api.body import read_json_object
-from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.generation import RETRY_AFTER_QUEUE_FULL, scheduler_for, sentence_model_available
+from hoshikage.api.http import keys
+from hoshikage.api.http.body import read_json_object
+from hoshikage.api.http.errors import APIError, invalid
 from hoshikage.engine.embedding import EmptyInput, TokenOutOfVocabulary
 from hoshikage.engine.llama import PromptTooLong
 from hoshikage.engine.scheduler import QueueFull

@@ -1,7 +1,7 @@
 """Ollama's wire format in Hoshikage's terms: names, durations, options, messages, model details.
 
 Pure translation, no I/O: a chat or generate body becomes the OpenAI body
-api/protocol.py validates (so both surfaces accept exactly the same sampling
+api/openai/protocol.py validates (so both surfaces accept exactly the same sampling
 values and give the same errors), and our answers become Ollama's fields.
 """
 
@@ -14,8 +14,8 @@ import math
 import re
 from typing import Any
 
-from hoshikage.api.errors import invalid
-from hoshikage.api.protocol import whole_number
+from hoshikage.api.http.errors import invalid
+from hoshikage.api.openai.protocol import whole_number
 
 LATEST = ":latest"
 # options that map onto a request field (Ollama's name -> ours)

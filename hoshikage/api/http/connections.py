@@ -3,7 +3,7 @@
 aiohttp closes a connection that has had no request in progress for its
 keep-alive timeout (the daemon sets it to ``connection_idle_seconds``),
 whether the request head trickles in or nothing comes at all; request bodies
-must arrive within body_timeout_seconds (api/body.py); the idle exit stops
+must arrive within body_timeout_seconds (api/http/body.py); the idle exit stops
 waiting for connections that make no request (lifecycle.py). What is left is
 how many connections are open at once: ConnectionGuard keeps at most
 ``max_connections``. A connection accepted beyond them closes the one that

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web, web_protocol
 
-from hoshikage.api.errors import APIError
+from hoshikage.api.http.errors import APIError
 
 MESSAGE_LIMIT = 200  # the parser's message quotes the offending bytes; enough of them to see what went wrong
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from hoshikage.api.errors import invalid
+from hoshikage.api.http.errors import invalid
 from hoshikage.engine.sampling import SamplingParams
 
 ROLES = ("system", "developer", "user", "assistant", "tool")

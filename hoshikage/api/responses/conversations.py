@@ -16,12 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
-from hoshikage.api import keys
-from hoshikage.api.body import read_json
-from hoshikage.api.errors import APIError, invalid
-from hoshikage.api.items import list_page, stored_item
+from hoshikage.api.http import keys
+from hoshikage.api.http.body import read_json
+from hoshikage.api.http.errors import APIError, invalid
 from hoshikage.api.memory_access import call
-from hoshikage.api.responses_protocol import parse_input, parse_metadata
+from hoshikage.api.responses.items import list_page, stored_item
+from hoshikage.api.responses.protocol import parse_input, parse_metadata
 from hoshikage.memory.store import ConversationInfo, NotFound, Store, conversation_key, response_key
 
 

@@ -22,14 +22,14 @@ from typing import Any
 
 from aiohttp import web
 
-from hoshikage.api.body import read_json, read_json_object
-from hoshikage.api.errors import APIError, invalid
 from hoshikage.api.generation import parse_body, run_generation, scheduler_for
-from hoshikage.api.tool_answers import text_splitter, tool_answer
-from hoshikage.api.items import function_call_item, list_page, message_item, stored_item
+from hoshikage.api.http.body import read_json, read_json_object
+from hoshikage.api.http.errors import APIError, invalid
+from hoshikage.api.http.sse import open_event_stream
 from hoshikage.api.memory_access import assemble_context, call, memory_log_fields
-from hoshikage.api.responses_protocol import ResponsesRequest, item_message, parse_input, parse_responses_request
-from hoshikage.api.sse import open_event_stream
+from hoshikage.api.responses.items import function_call_item, list_page, message_item, stored_item
+from hoshikage.api.responses.protocol import ResponsesRequest, item_message, parse_input, parse_responses_request
+from hoshikage.api.tool_answers import text_splitter, tool_answer
 from hoshikage.engine.llama import Chunk
 from hoshikage.memory import context
 from hoshikage.memory.service import HistoryTurn

@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from hoshikage.api.errors import APIError, invalid
-from hoshikage.api.items import text_part
-from hoshikage.api.protocol import GenerationRequest, parse_response_format, parse_tools, scalar, whole_number
+from hoshikage.api.http.errors import APIError, invalid
+from hoshikage.api.openai.protocol import GenerationRequest, parse_response_format, parse_tools, scalar, whole_number
+from hoshikage.api.responses.items import text_part
 from hoshikage.engine.sampling import SamplingParams
 
 INPUT_ROLES = ("user", "system", "developer", "assistant")

@@ -11,8 +11,8 @@ import socket
 
 from aiohttp import web
 
-from hoshikage.api import keys
-from hoshikage.api.errors import APIError
+from hoshikage.api.http import keys
+from hoshikage.api.http.errors import APIError
 
 OPEN_PATHS = frozenset({"/health"})
 

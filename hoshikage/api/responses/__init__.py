@@ -1,0 +1,1 @@
+"""The Responses API and its Conversations, stateful through conversation memory (HTTP and WebSocket)."""
