@@ -68,6 +68,8 @@ ENFORCED = {
     "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions", "minLength", "maxLength", "pattern",
     "format", "minimum", "maximum",
 }
+# One character of a JSON string: anything but a quote, a backslash or a control character, or an escape.
+JSON_STRING_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
 ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated",
                "readOnly", "writeOnly", "strict"}
 
@@ -348,6 +350,13 @@ def _converter_class(base):
                     pattern = f"^({pattern.removeprefix('^').removesuffix('$')})$"
                 schema = {**schema, "pattern": pattern}
             return super().visit(schema, name)
+
+        # The converter's string character lets raw control characters through (a newline inside a string),
+        # which JSON forbids: the text then failed to parse (a forced tool call's arguments answered 500).
+        def _add_primitive(self, name, rule):
+            if name == "char":
+                rule = type(rule)(JSON_STRING_CHAR, rule.deps)
+            return super()._add_primitive(name, rule)
 
         # The converter writes JSON text (a property name, a const or enum value, already escaped by
         # json.dumps) into GBNF literals escaping quotes but not backslashes, so a name with '"' gave a grammar

@@ -92,3 +92,16 @@ def test_quotes_and_backslashes_in_names_and_values_are_written_as_json(gemma_vo
     assert grammar_accepts(gemma_vocab, grammar, json.dumps(instance))
     # One escape fewer is another value (or no JSON at all), and is refused.
     assert not grammar_accepts(gemma_vocab, grammar, json.dumps(instance).replace("\\", "", 1))
+
+
+@pytest.mark.parametrize("schema", [{"type": "string"}, {"type": "string", "maxLength": 40},
+                                    {"type": "object", "properties": {"text": {"type": "string"}},
+                                     "required": ["text"]}], ids=["string", "maxLength", "property"])
+def test_a_string_holds_no_raw_control_character(gemma_vocab, schema):
+    # JSON forbids them unescaped; once the grammar let a newline through, and the answer did not parse (a
+    # forced tool call's arguments answered 500).
+    value = "two\nlines" if schema["type"] == "string" else {"text": "two\nlines"}
+    escaped = json.dumps(value)
+    grammar = json_schema_grammar(schema)
+    assert grammar_accepts(gemma_vocab, grammar, escaped)
+    assert not grammar_accepts(gemma_vocab, grammar, escaped.replace("\\n", "\n"))
