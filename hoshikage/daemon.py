@@ -26,7 +26,6 @@ from hoshikage.registry import Registry
 
 log = logging.getLogger("hoshikage.daemon")
 
-DEFAULT_KEEPALIVE_SECONDS = 75  # aiohttp's own default
 # A stop (SIGTERM, SIGINT, the idle exit) ends the process within STOP_TIMEOUT_SECONDS whatever requests are
 # doing: they get STOP_GRACE_SECONDS to finish, then are cancelled; a watchdog exits if that is not enough.
 STOP_GRACE_SECONDS = 5.0
@@ -53,10 +52,7 @@ async def _serve(settings: Settings) -> int:
     # Signals are ours from here: a SIGTERM that comes right after READY=1 (or
     # during start-up) must stop the daemon cleanly, not kill it by default.
     signalled = _catch_stop_signals()
-    keepalive = min(DEFAULT_KEEPALIVE_SECONDS, settings.connection_idle_seconds)
-    if settings.exit_when_idle and settings.idle_timeout_seconds:
-        # An idle keep-alive connection holds the exit back; never longer than the timeout.
-        keepalive = max(1, min(keepalive, settings.idle_timeout_seconds))
+    keepalive = app[keys.CONNECTIONS].keepalive_seconds
     # handler_cancellation: a client that disconnects cancels its handler, which
     # cancels its generation at the next token instead of running to the end.
     # auto_decompress off: api/http/body.py decodes Content-Encoding itself, so a
@@ -83,7 +79,7 @@ async def _serve(settings: Settings) -> int:
 
     systemd.notify("STOPPING=1", f"STATUS=stopping: {reason}")
     if reason == "idle":  # bounded by the keep-alive; what arrived in the last moment is answered
-        await lifecycle.drain(runner, app[keys.ACTIVITY], grace_seconds=keepalive)
+        await lifecycle.drain(runner, app[keys.ACTIVITY], app[keys.CONNECTIONS], grace_seconds=keepalive)
     _exit_if_stuck(STOP_TIMEOUT_SECONDS, reason)
     await runner.cleanup()  # stops accepting, lets requests finish, frees models
     log.info("exiting: %s after serving %d requests", reason, app[keys.ACTIVITY].served,

@@ -81,7 +81,7 @@ async def watch(runner: web.AppRunner, sites: list[web.BaseSite], activity: Acti
         await asyncio.sleep(TICK_SECONDS)
 
 
-async def drain(runner: web.AppRunner, activity: Activity, grace_seconds: float) -> None:
+async def drain(runner: web.AppRunner, activity: Activity, connections: ConnectionGuard, grace_seconds: float) -> None:
     """After the listening sockets closed: serve what was already accepted, then return.
 
     A connection accepted in the last loop steps before the close registers a
@@ -89,6 +89,7 @@ async def drain(runner: web.AppRunner, activity: Activity, grace_seconds: float)
     ``activity.draining``) instead of being cut off by the shutdown.
     """
     activity.draining = True
+    await connections.close_idle_sockets()  # a WebSocket waiting for its next message waits no longer
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace_seconds
     await asyncio.sleep(DRAIN_POLL_SECONDS)  # let accepted sockets reach the server

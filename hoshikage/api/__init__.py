@@ -14,13 +14,15 @@ from hoshikage.activity import Activity
 from hoshikage.api import openapi, status
 from hoshikage.api.http import keys
 from hoshikage.api.http.auth import api_key_middleware
-from hoshikage.api.http.connections import ConnectionGuard
+from hoshikage.api.http.connections import ConnectionGuard, keepalive_seconds
 from hoshikage.api.http.errors import error_middleware
 from hoshikage.api.ollama import endpoints as ollama
 from hoshikage.api.openai import embeddings
 from hoshikage.api.openai import endpoints as openai
 from hoshikage.api.responses import conversations
 from hoshikage.api.responses import endpoints as responses
+from hoshikage.api.responses import websocket
+from hoshikage.api.responses.websocket import is_upgrade
 from hoshikage.config import Settings
 from hoshikage.engine import cpu_weights, native, prompt_cache
 from hoshikage.engine.llama import LoadOptions
@@ -44,7 +46,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[keys.SETTINGS] = settings
     app[keys.REGISTRY] = registry
     app[keys.ACTIVITY] = Activity()
-    app[keys.CONNECTIONS] = ConnectionGuard(settings.connection_idle_seconds, settings.max_connections)
+    app[keys.CONNECTIONS] = ConnectionGuard(settings.connection_idle_seconds, settings.max_connections,
+                                            keepalive_seconds(settings))
     metrics = app[keys.METRICS] = Metrics(live=lambda: live_gauges(app[keys.POOL]))
     repack = app[keys.CPU_WEIGHTS] = cpu_weights.for_this_host(settings.cpu_weight_repack)
     app[keys.CPU_BACKEND] = native.cpu_backend()  # fixed for the process's life: not asked again per /v1/status
@@ -72,6 +75,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     embeddings.setup_routes(app)
     ollama.setup_routes(app)
     responses.setup_routes(app)
+    websocket.setup_routes(app)
     conversations.setup_routes(app)
     openapi.setup_routes(app)
     status.setup_routes(app)
@@ -198,9 +202,11 @@ async def request_log_middleware(request: web.Request, handler):
     """One structured log line per request; activity tracking for the idle timer."""
     request_id = request["request_id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
     tracked = request.path not in UNTRACKED_PATHS
+    # A WebSocket counts while a response runs on it (api/responses/websocket.py), not while it is open.
+    counted = tracked and not is_upgrade(request)
     activity = request.app[keys.ACTIVITY]
     started = request["started"] = time.monotonic()
-    if tracked:
+    if counted:
         activity.begin()
     status_code = 499  # the client went away before an answer was complete
     try:
@@ -208,7 +214,7 @@ async def request_log_middleware(request: web.Request, handler):
         status_code = response.status
         return response
     finally:
-        if tracked:
+        if counted:
             activity.end()
         elapsed = time.monotonic() - started
         endpoint = _endpoint(request)

@@ -77,6 +77,7 @@ _REASONS = {
     400: "invalid request (names the param)", 401: "a bearer key is required on TCP",
     403: "the daemon may not change the registry", 404: "unknown model, id or URL",
     408: "the body did not arrive in time", 413: "body too large", 415: "unsupported Content-Encoding",
+    426: "GET /v1/responses without 'Upgrade: websocket' (it opens the WebSocket mode)",
     429: "queue full (Retry-After)",
     503: "queue timeout, memory budget busy, conversation memory unavailable, or a model that cannot be loaded "
          "(the message says why and how to fix it)"}
@@ -158,7 +159,12 @@ def openai_paths() -> dict[str, Any]:
             "One registered model", _json(s.ref("Model"), "the model"), 404,
             parameters=[{"name": "model", "in": "path", "required": True, "schema": {"type": "string",
                                                                                      "minLength": 1}}])},
-        "/v1/responses": {"post": _op(
+        "/v1/responses": {"get": {
+            "summary": "The Responses API's WebSocket mode: send response.create messages (a POST body with "
+                       "\"type\": \"response.create\"), get each response's events, one response at a time",
+            "tags": ["Responses"], "responses": {
+                "101": {"description": "switching to the WebSocket; the messages are described in the README"},
+                **_errors(426)}}, "post": _op(
             "Create a response (OpenAI's Responses API), stateful through conversation memory", {
                 "description": "the response, stored (store: true) before it is sent; with stream: true, "
                                "server-sent events named by their type, ending in data: [DONE]",
@@ -270,7 +276,8 @@ def components() -> dict[str, Any]:
         "ResponsesRequest": s.RESPONSES_REQUEST, "Response": s.RESPONSE, "ResponseDeleted": s.RESPONSE_DELETED,
         "ResponseStreamEvent": s.RESPONSE_EVENT, "MessageItem": s.MESSAGE_ITEM,
         "FunctionCallItem": s.FUNCTION_CALL_ITEM, "FunctionCallOutputItem": s.FUNCTION_OUTPUT_ITEM,
-        "CompactionItem": s.COMPACTION_ITEM, "Item": s.ITEM, "ItemList": s.ITEM_LIST, "CompactRequest": s.COMPACT_REQUEST,
+        "CompactionItem": s.COMPACTION_ITEM, "Item": s.ITEM, "ItemList": s.ITEM_LIST,
+        "CompactRequest": s.COMPACT_REQUEST,
         "Compaction": s.COMPACTION, "Conversation": s.CONVERSATION, "ConversationDeleted": s.CONVERSATION_DELETED,
         "ConversationCreate": s.CONVERSATION_CREATE, "ConversationUpdate": s.CONVERSATION_UPDATE,
         "ItemsCreate": s.ITEMS_CREATE, "MemoryContext": s.MEMORY_CONTEXT,

@@ -15,7 +15,7 @@ from typing import Any
 
 from hoshikage.api.openai.protocol import FIELDS, RESPONSE_SCHEMA
 from hoshikage.api.responses.items import DEFAULT_PAGE, MAX_PAGE
-from hoshikage.api.responses.protocol import INPUT_ROLES, MAX_METADATA_KEYS
+from hoshikage.api.responses.protocol import INPUT_ROLES, LENGTH_CAUSES, MAX_METADATA_KEYS
 
 NULL = {"type": "null"}
 STRING = {"type": "string"}
@@ -119,7 +119,7 @@ _NO_GRAMMAR = nullable(obj([], {"format": nullable(obj(["type"], {"type": {"cons
 _RESPONSES_TOOL = obj(["type", "name"], {"type": {"const": "function"}, "name": NAME, "description": STRING,
                                          "parameters": ref("JsonSchema"), "strict": {"type": ["boolean", "null"]}})
 _SAMPLING = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "top_k", "min_p", "repeat_penalty",
-             "seed", "stream", "parallel_tool_calls")
+             "seed", "stream", "parallel_tool_calls", "ignore_eos")
 _IGNORED = {"include": {"type": "array", "items": STRING}, "service_tier": STRING, "prompt_cache_key": STRING,
             "prompt_cache_retention": STRING, "prompt_cache_options": {"type": "object"},
             "safety_identifier": STRING, "stream_options": {"type": "object"}, "user": STRING}
@@ -177,7 +177,10 @@ RESPONSE = obj(
      "completed_at": {"type": ["integer", "null"]},
      "status": {"enum": ["completed", "incomplete", "in_progress", "failed"]},
      "error": nullable(obj(["code", "message"], {"code": STRING, "message": STRING})),
-     "incomplete_details": nullable(obj(["reason"], {"reason": STRING})),
+     "incomplete_details": nullable(obj(["reason"], {"reason": STRING, "cause": {
+         "enum": list(LENGTH_CAUSES),
+         "description": "which limit ended an answer that ran out of room (reason max_output_tokens, as at "
+                        "OpenAI): the request's, the daemon's default_max_tokens, or the model's context"}})),
      "instructions": {"type": ["string", "null"]}, "model": STRING,
      "output": {"type": "array", "items": {"anyOf": [ref("MessageItem"), ref("FunctionCallItem")]}},
      "previous_response_id": {"type": ["string", "null"]}, "conversation": nullable(obj(["id"], {"id": STRING})),
@@ -228,8 +231,8 @@ COMPACTION = obj(["id", "object", "created_at", "output", "usage"], {
     "id": STRING, "object": {"const": "response.compaction"}, "created_at": INTEGER,
     "output": {"type": "array", "items": {"anyOf": [
         ref("CompactionItem"), ref("MessageItem"), ref("FunctionCallItem"), ref("FunctionCallOutputItem")]},
-               "description": "a compaction item (memory's summary and recalled passages), then the items kept "
-                              "verbatim; a history that fits whole has no compaction item, only its items"},
+               "description": "a compaction item (memory's summary and recalled passages; empty when the history "
+                              "fits whole), then the items kept verbatim"},
     "usage": ref("ResponseUsage")})
 
 # Conversations and memory ---------------------------------------------------------

@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import Daemon, register
 from tests.memory_corpus import FACTS, conversation
 from tests.schema import assert_valid
 
@@ -211,16 +212,18 @@ def test_a_fact_stated_early_is_recalled_when_asked_in_other_words(openai_tcp, d
     assert f"memory_verbatim_turns={report['verbatim_turns']}" in line
 
 
-def test_compact_on_a_history_that_fits_returns_its_items_and_no_empty_note(openai_tcp):
+def test_compact_on_a_history_that_fits_returns_an_empty_note_that_adds_nothing(openai_tcp):
     first = openai_tcp.responses.create(input="Our code word is ibis.", **SHORT)
     ask = [{"role": "user", "content": "And the code word?"}]
     compacted = openai_tcp.responses.with_raw_response.compact(
         model="gemma", previous_response_id=first.id, input=ask).http_response.json()
-    assert [item["type"] for item in compacted["output"]] == ["message", "message", "message"]
-    # An empty note sent back (as an older compaction may hold) adds nothing to the prompt.
-    plain = openai_tcp.responses.create(input=ask, store=False, **SHORT)
-    noted = openai_tcp.responses.create(input=[{"type": "compaction", "encrypted_content": ""}, *ask], store=False,
-                                        **SHORT)
+    # As at OpenAI (and in the Open Responses suite), the window starts with its compaction item; nothing was
+    # compressed, so its note is empty and the items all follow.
+    assert [item["type"] for item in compacted["output"]] == ["compaction", "message", "message", "message"]
+    assert compacted["output"][0]["encrypted_content"] == ""
+    # Sent back, the empty note adds nothing to the prompt: the window reads as its items alone.
+    plain = openai_tcp.responses.create(input=compacted["output"][1:], store=False, **SHORT)
+    noted = openai_tcp.responses.create(input=compacted["output"], store=False, **SHORT)
     assert noted.usage.input_tokens == plain.usage.input_tokens
     alone = openai_tcp.responses.create(input=[{"type": "compaction", "encrypted_content": ""}], store=False, **SHORT)
     assert alone.status in ("completed", "incomplete")  # nothing else to read: still answered, as before
@@ -240,3 +243,51 @@ def test_compact_returns_the_window_memory_would_give_the_model(openai_tcp):
     # The compacted window is usable as the next input as it is.
     reused = openai_tcp.responses.create(input=compacted["output"], store=False, **SHORT)
     assert reused.status in ("completed", "incomplete")
+
+
+def test_the_echoed_text_format_has_every_field_openai_echoes(openai_tcp):
+    schema = {"type": "object", "properties": {"word": {"type": "string", "maxLength": 8}}, "required": ["word"],
+              "additionalProperties": False}
+    answer = openai_tcp.responses.create(input="A word?", store=False, text={"format": {
+        "type": "json_schema", "name": "word", "schema": schema}}, **SHORT)
+    assert answer.to_dict()["text"]["format"] == {"type": "json_schema", "name": "word", "description": None,
+                                                  "schema": schema, "strict": False}
+    described = openai_tcp.responses.create(input="A word?", store=False, text={"format": {
+        "type": "json_schema", "name": "word", "schema": schema, "description": "one word", "strict": True}}, **SHORT)
+    assert (described.text.format.description, described.text.format.strict) == ("one word", True)
+
+
+def test_an_answer_cut_by_its_limit_says_which_limit(openai_tcp):
+    cut = openai_tcp.responses.create(input="Tell me a long story.", store=False, model="gemma", max_output_tokens=3,
+                                      extra_body={"ignore_eos": True})
+    assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
+    assert cut.incomplete_details.model_extra["cause"] == "max_output_tokens"
+
+
+def test_a_function_call_output_must_answer_a_call(openai_tcp):
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_tcp.responses.create(input=[{"type": "function_call_output", "call_id": "call_x", "output": "42"}],
+                                    store=False, **SHORT)
+    assert caught.value.body["param"] == "input[0]" and "call_x" in caught.value.body["message"]
+    answered = openai_tcp.responses.create(input=[
+        {"type": "function_call", "call_id": "call_x", "name": "lookup", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_x", "output": "42"}], store=False, **SHORT)
+    assert answered.status in ("completed", "incomplete")
+
+
+def test_an_answer_cut_by_the_context_or_the_daemons_default_says_so(tmp_path, gemma_path):
+    register(tmp_path, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "256")
+    running = Daemon(tmp_path, {"HOSHIKAGE_DEFAULT_MAX_TOKENS": "200"}, "--no-embedded-model")
+    try:
+        with openai.OpenAI(base_url=f"{running.base_url}/v1", api_key="unused", max_retries=0) as client:
+            endless = {"model": "gemma", "store": False, "extra_body": {"ignore_eos": True}}
+            short = client.responses.create(input="Tell me a story.", **endless)
+            # About 100 prompt tokens: fewer than 200 left in the context, and within memory's prompt budget.
+            long = client.responses.create(input="Tell me a story. " + "Once upon a time. " * 16, **endless)
+    finally:
+        running.stop()
+    assert short.usage.output_tokens == 200 and short.incomplete_details.model_extra["cause"] == "default_max_tokens"
+    assert 56 < long.usage.input_tokens
+    assert long.usage.input_tokens + long.usage.output_tokens == 256  # the context ran out before the default
+    assert long.incomplete_details.reason == "max_output_tokens"  # what OpenAI's clients know
+    assert long.incomplete_details.model_extra["cause"] == "context_window"

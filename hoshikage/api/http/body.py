@@ -68,6 +68,11 @@ async def read_json(request: web.Request) -> Any:
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in ("", "identity"):
         raw = _decompressed(raw, encoding, limit)
+    return parse_json(raw)
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """RAW as strict JSON, each way it can be malformed as a 400 (a body, or a WebSocket message)."""
     try:
         body = json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except _DuplicateKey as duplicate:

@@ -11,7 +11,8 @@ has been idle longest, among those idle for at least EVICTION_GRACE_SECONDS
 (a real client sends its request within milliseconds of connecting; without
 the grace a flood of new connections would evict each other's before any
 request arrived), and is itself answered 503 (Retry-After) and closed when
-there is none.
+there is none. WebSockets (the Responses API's WebSocket mode) are bounded the same way: one
+with nothing running and nothing said for the keep-alive time closes itself.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import json
 import time
 
 from aiohttp import web, web_protocol
+
+from hoshikage.config import Settings
 
 Connection = web_protocol.RequestHandler
 EVICTION_GRACE_SECONDS = 1.0
@@ -33,10 +36,24 @@ REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\
            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY))
 
 
+DEFAULT_KEEPALIVE_SECONDS = 75  # aiohttp's own default
+
+
+def keepalive_seconds(settings: Settings) -> float:
+    """How long a connection (or a WebSocket) may sit with no request before it is closed."""
+    keepalive = min(DEFAULT_KEEPALIVE_SECONDS, settings.connection_idle_seconds)
+    if settings.exit_when_idle and settings.idle_timeout_seconds:
+        # An idle keep-alive connection holds the exit back; never longer than the timeout.
+        keepalive = max(1, min(keepalive, settings.idle_timeout_seconds))
+    return keepalive
+
+
 class ConnectionGuard:
-    def __init__(self, idle_seconds: float, max_connections: int):
+    def __init__(self, idle_seconds: float, max_connections: int, keepalive: float = DEFAULT_KEEPALIVE_SECONDS):
         self.idle_seconds = idle_seconds
         self.max_connections = max_connections
+        self.keepalive_seconds = keepalive
+        self._sockets: dict[web.WebSocketResponse, bool] = {}  # open WebSockets -> a response is running
         self._server: web.Server | None = None
         # Keyed by the connection (aiohttp's handlers take no weak references);
         # forget() drops the ones that have closed.
@@ -88,6 +105,23 @@ class ConnectionGuard:
     def end(self, connection: Connection) -> None:
         self._busy[connection] = self._busy.get(connection, 1) - 1
         self._since[connection] = time.monotonic()
+
+    def open_socket(self, socket: web.WebSocketResponse) -> None:
+        self._sockets[socket] = False
+
+    def socket_busy(self, socket: web.WebSocketResponse, busy: bool) -> None:
+        if socket in self._sockets:
+            self._sockets[socket] = busy
+
+    def close_socket(self, socket: web.WebSocketResponse) -> None:
+        self._sockets.pop(socket, None)
+
+    async def close_idle_sockets(self) -> None:
+        """At exit: WebSockets with no response running are closed now (1001), so the drain does not wait out
+        their keep-alive; a busy one closes itself after its response (api/responses/websocket.py)."""
+        for socket, busy in list(self._sockets.items()):
+            if not busy:
+                await socket.close(code=1001, message=b"server going away")
 
     def forget(self) -> None:
         """Drop what is known of connections that have closed (called each tick)."""

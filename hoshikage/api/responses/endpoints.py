@@ -15,27 +15,32 @@ model was given.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from hoshikage.api.generation import parse_body, run_generation, scheduler_for
+from hoshikage.api.http import keys
 from hoshikage.api.http.body import read_json, read_json_object
 from hoshikage.api.http.errors import APIError, invalid
 from hoshikage.api.http.sse import open_event_stream
 from hoshikage.api.memory_access import assemble_context, call, memory_log_fields
 from hoshikage.api.responses.items import function_call_item, list_page, message_item, stored_item
-from hoshikage.api.responses.protocol import ResponsesRequest, item_message, parse_input, parse_responses_request
+from hoshikage.api.responses.protocol import (ResponsesRequest, format_echo, item_message, parse_input,
+                                              parse_responses_request)
 from hoshikage.api.tool_answers import text_splitter, tool_answer
 from hoshikage.engine.llama import Chunk
 from hoshikage.memory import context
 from hoshikage.memory.service import HistoryTurn
 from hoshikage.memory.store import Store, new_conversation_id, new_response_id
 
-FINISH_STATUS = {"length": ("incomplete", {"reason": "max_output_tokens"})}
+EventSender = Callable[..., Awaitable[None]]  # send(kind, **fields): one streamed event
 
 
 # History ----------------------------------------------------------------------
@@ -107,7 +112,8 @@ def response_object(parsed: ResponsesRequest, response_id: str, created_at: int,
         "reasoning": None, "store": parsed.store, "background": False, "service_tier": "default",
         "temperature": sampling.temperature, "top_p": sampling.top_p,
         "presence_penalty": sampling.presence_penalty, "frequency_penalty": sampling.frequency_penalty,
-        "top_logprobs": 0, "text": {"format": parsed.text_format}, "tool_choice": _tool_choice(parsed.tool_choice),
+        "top_logprobs": 0, "text": {"format": format_echo(parsed.text_format)},
+        "tool_choice": _tool_choice(parsed.tool_choice),
         "tools": [{"type": "function", "name": tool.name, "description": tool.description or None,
                    "parameters": tool.parameters, "strict": tool.strict} for tool in parsed.tools],
         # OpenAI's schema has no null usage and Open Responses wants the key: zeros until it is known.
@@ -129,6 +135,20 @@ def _usage(final: Chunk | None) -> dict[str, Any]:
 
 # POST /v1/responses ---------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
+class HeldResponse:
+    """A response kept by the WebSocket connection that made it (store: false leaves nothing on disk), so the
+    next turn on that connection can continue it: everything it was given, then its output."""
+    response_id: str
+    conversation_id: str
+    history: tuple[HistoryTurn, ...]
+    items: tuple[tuple[str, str, dict[str, Any]], ...]  # (role, text, item), as the store would write them
+
+    def size_bytes(self) -> int:
+        """About what sending the whole chain as one request's input would take."""
+        return sum(len(json.dumps(item, ensure_ascii=False).encode()) for _, _, item in self.items)
+
+
 class _Turn:
     """One Responses request on its way: history, assembly, and what gets stored."""
 
@@ -139,14 +159,20 @@ class _Turn:
         self.conversation_id: str | None = None
         self.new_conversation = False
         self.stored_turns: list = []
+        self.held: HeldResponse | None = None  # the connection-held response this one continues
         self.assembly: context.Assembly | None = None
         self.history: list[HistoryTurn] = []
         self.output_item_id = "msg_" + uuid.uuid4().hex
         self.leading = 0  # leading system turns, pinned (set by build_prompt)
 
-    async def load_history(self) -> None:
+    async def load_history(self, held: HeldResponse | None = None) -> None:
+        """The history this response continues: HELD when it is the previous response (a WebSocket
+        connection's own), else the stored chain or conversation."""
         parsed = self.parsed
-        if parsed.previous_response_id:
+        if held is not None and parsed.previous_response_id == held.response_id:
+            # Nothing of it is on disk (and nothing is read there): memory has no conversation to look up.
+            self.held, self.conversation_id, self.new_conversation = held, held.conversation_id, True
+        elif parsed.previous_response_id:
             self.conversation_id, self.stored_turns = await call(
                 self.request, _chain_history, parsed.previous_response_id, kind="response",
                 param="previous_response_id")
@@ -156,10 +182,12 @@ class _Turn:
             self.conversation_id = parsed.conversation_id
         else:
             self.conversation_id, self.new_conversation = new_conversation_id(), True
-            if parsed.store:  # a store that cannot be opened is a 503 now, before any token is generated
-                await call(self.request, _open)
+        if parsed.store and self.new_conversation:  # a store that cannot be opened is a 503 now, before any token
+            await call(self.request, _open)
         self.response_id = new_response_id(self.conversation_id)
-        self.history = _history(self.stored_turns, parsed.input)
+        earlier = list(held.history) if self.held else _history(self.stored_turns, ())
+        self.history = earlier + _history((), parsed.input)
+        _check_tool_outputs(earlier, parsed.input)
 
     async def build_prompt(self, model):
         pinned = [{"role": "system", "content": self.parsed.instructions}] if self.parsed.instructions else []
@@ -185,22 +213,67 @@ class _Turn:
         items = [message_item(self.output_item_id, "assistant", text, status)] if text or not calls else []
         return items + [function_call_item(call) for call in calls]
 
+    def started(self) -> dict[str, Any]:
+        """The response object as the stream announces it, before any output."""
+        return response_object(self.parsed, self.response_id, self.created_at, status="in_progress", output=[],
+                               explicit_conversation=self.parsed.conversation_id)
+
     def finished(self, text: str, final: Chunk) -> dict[str, Any]:
-        status, details = FINISH_STATUS.get(final.finish_reason, ("completed", None))
+        status, details = "completed", None
+        if final.finish_reason == "length":
+            status, details = "incomplete", {"reason": "max_output_tokens", "cause": self._length_cause(final)}
         return response_object(self.parsed, self.response_id, self.created_at, status=status,
                                output=self.output(text, final.finish_reason, status), usage=_usage(final),
                                incomplete_details=details, explicit_conversation=self.parsed.conversation_id)
+
+    def _length_cause(self, final: Chunk) -> str:
+        """Which limit ended a "length" answer (one of LENGTH_CAUSES): OpenAI has one reason for all of them,
+        and only the context's is a reason to start a new conversation (or compact) rather than ask for more."""
+        generated = final.completion_tokens
+        if self.parsed.max_tokens is not None and generated >= self.parsed.max_tokens:
+            return "max_output_tokens"
+        default = self.request.app[keys.SETTINGS].default_max_tokens
+        if self.parsed.max_tokens is None and default and generated >= default:
+            return "default_max_tokens"
+        return "context_window"
+
+    def held_after(self, response: dict[str, Any]) -> HeldResponse:
+        """What a WebSocket connection keeps of this response, to continue it without the store."""
+        outputs = [HistoryTurn("assistant", text, None, item_message("assistant", text, item))
+                   for item in response["output"] for text in (_item_text(item),)]
+        return HeldResponse(self.response_id, self.conversation_id, tuple(self.history + outputs),
+                            tuple(self._items(response)))
+
+    def _items(self, response: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+        """(role, text, item) of everything this response adds to its conversation: a held response's history
+        first (it was never written), then the input and the output."""
+        items = list(self.held.items) if self.held else []
+        items += [(message.role, message.text, stored_item(message.item)) for message in self.parsed.input]
+        return items + [("assistant", _item_text(item), item) for item in response["output"]]
 
     async def store(self, response: dict[str, Any]) -> None:
         """Write the input and the answer before the client hears that the response is complete."""
         if not self.parsed.store:
             return
-        items = [(message.role, message.text, stored_item(message.item)) for message in self.parsed.input]
-        items += [("assistant", _item_text(item), item) for item in response["output"]]
         positions = [turn.position for turn in self.history]
         report = self.assembly.report(positions[self.leading:]) if self.assembly else {}
-        await call(self.request, _record, self.conversation_id, self.new_conversation, items, response,
-                   self.parsed.previous_response_id, len(self.parsed.input), report)
+        # A held response's chain exists only in this connection: written here whole, as this response's input.
+        parent = None if self.held else self.parsed.previous_response_id
+        inputs = len(self.parsed.input) + (len(self.held.items) if self.held else 0)
+        await call(self.request, _record, self.conversation_id, self.new_conversation, self._items(response),
+                   response, parent, inputs, report)
+
+
+def _check_tool_outputs(earlier: list[HistoryTurn], messages) -> None:
+    """Each function_call_output given must answer a function_call before it (in the history or the input), as
+    OpenAI checks: an output for no call is a client's mistake the model could only guess around."""
+    calls = {call["id"] for turn in earlier for call in (turn.message or {}).get("tool_calls", ())}
+    for index, message in enumerate(messages):
+        chat = message.message or {}
+        calls.update(call["id"] for call in chat.get("tool_calls", ()))
+        if chat.get("role") == "tool" and chat.get("tool_call_id") not in calls:
+            raise invalid(f"No tool call found for function call output with call_id {chat.get('tool_call_id')}.",
+                          param=f"input[{index}]")
 
 
 def _item_text(item: dict[str, Any]) -> str:
@@ -210,14 +283,21 @@ def _item_text(item: dict[str, Any]) -> str:
     return item["content"][0]["text"]
 
 
-async def create_response(request: web.Request) -> web.StreamResponse:
-    parsed = await parse_body(await read_json(request), parse_responses_request)
+async def start_turn(request: web.Request, body: Any, held: HeldResponse | None = None):
+    """Validate BODY, load its history and start its generation: (turn, first chunk, the chunks after it).
+    Every failure up to the first token is an APIError, so it can still be an ordinary error."""
+    parsed = await parse_body(body, parse_responses_request)
     request["model"] = parsed.model
     turn = _Turn(request, parsed)
-    await turn.load_history()
+    await turn.load_history(held)
     chunks = run_generation(request, parsed, turn.build_prompt, turn.conversation_id if parsed.store else None)
     first = await anext(chunks)  # errors before generation stay proper JSON errors, streams too
-    if parsed.stream:
+    return turn, first, chunks
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    turn, first, chunks = await start_turn(request, await read_json(request))
+    if turn.parsed.stream:
         return await _stream(request, turn, first, chunks)
     parts, final = [first.text], first
     async for chunk in chunks:
@@ -229,25 +309,45 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     return web.json_response(response)
 
 
-async def _stream(request: web.Request, turn: _Turn, first: Chunk, chunks) -> web.StreamResponse:
-    parsed, item_id = turn.parsed, turn.output_item_id
-    started = response_object(parsed, turn.response_id, turn.created_at, status="in_progress", output=[],
-                              explicit_conversation=parsed.conversation_id)
-    sequence = 0
+def event_sender(write: Callable[[str, str], Awaitable[None]]) -> EventSender:
+    """send(kind, **fields) for one response's events, numbered from 0; WRITE(kind, json) puts one on the wire."""
+    numbers = itertools.count()
 
     async def send(kind: str, **fields: Any) -> None:
-        nonlocal sequence
-        payload = json.dumps({"type": kind, "sequence_number": sequence, **fields}, ensure_ascii=False)
-        sequence += 1
+        await write(kind, json.dumps({"type": kind, "sequence_number": next(numbers), **fields}, ensure_ascii=False))
+
+    return send
+
+
+async def _stream(request: web.Request, turn: _Turn, first: Chunk, chunks) -> web.StreamResponse:
+    async def write(kind: str, payload: str) -> None:
         # One write per event: some clients parse each read on its own.
         await response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
 
+    send = event_sender(write)
+
     async def fail(_, error: APIError) -> None:  # whatever fails after the headers: the stream says so
-        await send("response.failed", response={**started, "status": "failed", "error": {
-            "code": error.code or "server_error", "message": error.message}})
+        await send("response.failed", response=failed_object(turn.started(), error))
         await response.write(b"data: [DONE]\n\n")
 
     response = await open_event_stream(request, fail)
+    await stream_events(request, turn, first, chunks, send)
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+def failed_object(response: dict[str, Any], error: APIError) -> dict[str, Any]:
+    return {**response, "status": "failed", "completed_at": None,
+            "error": {"code": error.code or "server_error", "message": error.message}}
+
+
+async def stream_events(request: web.Request, turn: _Turn, first: Chunk, chunks, send: EventSender
+                        ) -> dict[str, Any]:
+    """TURN's response as Responses events through SEND, from response.created to its terminal event (the same
+    on HTTP and WebSocket); the response object it ended with."""
+    parsed, item_id = turn.parsed, turn.output_item_id
+    started = turn.started()
     await send("response.created", response=started)
     await send("response.in_progress", response=started)
     part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
@@ -305,16 +405,13 @@ async def _stream(request: web.Request, turn: _Turn, first: Chunk, chunks) -> we
         await send("response.output_item.done", output_index=index, item=item)
     try:
         await turn.store(finished)
-    except APIError as error:  # the headers are long gone: the stream itself says it failed
-        failed = {**finished, "status": "failed", "completed_at": None,
-                  "error": {"code": "server_error", "message": error.message}}
+    except APIError as error:  # the events are long under way: the stream itself says it failed
+        failed = failed_object(finished, APIError(500, error.message, code="server_error"))
         await send("response.failed", response=failed)
-    else:
-        await send("response.completed" if finished["status"] == "completed" else "response.incomplete",
-                   response=finished)
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
-    return response
+        return failed
+    await send("response.completed" if finished["status"] == "completed" else "response.incomplete",
+               response=finished)
+    return finished
 
 
 # Stored responses ----------------------------------------------------------------
@@ -373,9 +470,10 @@ async def compact(request: web.Request) -> web.Response:
     finally:
         scheduler.release_lease()
     request["log_fields"] = memory_log_fields(assembly, conversation_id)
+    # The compaction item comes first, as at OpenAI, also when the history fits whole and nothing was
+    # compressed: its note is then empty, and read back it adds nothing to the prompt (responses/protocol.py).
     note = context.memory_note(assembly.summary, assembly.recalled)
-    # A history that fits whole needs no note: the items alone, as they are (issue 23).
-    output = [{"type": "compaction", "id": "cmp_" + uuid.uuid4().hex, "encrypted_content": note}] if note else []
+    output = [{"type": "compaction", "id": "cmp_" + uuid.uuid4().hex, "encrypted_content": note}]
     output += items[assembly.verbatim_start:]
     return web.json_response({
         "id": "resp_" + uuid.uuid4().hex, "object": "response.compaction", "created_at": int(time.time()),

@@ -21,6 +21,9 @@ from hoshikage.engine.sampling import SamplingParams
 INPUT_ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text", "text")
 MAX_METADATA_KEYS = 16
+# What stopped an answer that ran out of room (incomplete_details.cause, beside OpenAI's one reason
+# "max_output_tokens"): the request's max_output_tokens, the daemon's default_max_tokens, the model's context.
+LENGTH_CAUSES = ("max_output_tokens", "default_max_tokens", "context_window")
 
 # Accepted at their neutral value only.
 NEUTRAL = {"background": (None, False),
@@ -94,7 +97,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         temperature=scalar(body, "temperature"), top_p=scalar(body, "top_p"),
         presence_penalty=scalar(body, "presence_penalty"), frequency_penalty=scalar(body, "frequency_penalty"),
         top_k=scalar(body, "top_k"), min_p=scalar(body, "min_p"), repeat_penalty=scalar(body, "repeat_penalty"),
-        seed=scalar(body, "seed"), grammar=_grammar(text_format))
+        seed=scalar(body, "seed"), ignore_eos=scalar(body, "ignore_eos"), grammar=_grammar(text_format))
     tool_fields = parse_tools(_as_chat_tools(body), sampling)
     sampling = tool_fields.pop("sampling")
     max_output = body.get("max_output_tokens")
@@ -104,7 +107,8 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
             raise invalid("'max_output_tokens' must be a positive integer", param="max_output_tokens")
     known = {"model", "input", "instructions", "previous_response_id", "conversation", "store", "metadata",
              "max_output_tokens", "temperature", "top_p", "stream", "text", "presence_penalty", "frequency_penalty",
-             "top_k", "min_p", "repeat_penalty", "seed", "tools", "tool_choice", "parallel_tool_calls", *NEUTRAL,
+             "top_k", "min_p", "repeat_penalty", "seed", "ignore_eos", "tools", "tool_choice", "parallel_tool_calls",
+             *NEUTRAL,
              *IGNORED}
     return ResponsesRequest(
         model=scalar(body, "model"), sampling=sampling, max_tokens=max_output, n=1, stop=(), stream=stream,
@@ -154,6 +158,15 @@ def parse_input(value: Any, *, required: bool = True, param: str = "input") -> t
                    and item.get("type") == "compaction" and item.get("encrypted_content") == ""}
     skipped = empty_notes if len(empty_notes) < len(value) else set()
     return tuple(_parse_item(item, f"{param}[{index}]") for index, item in enumerate(value) if index not in skipped)
+
+
+def format_echo(text_format: dict[str, Any]) -> dict[str, Any]:
+    """text.format as the response object carries it: a json_schema format with every field OpenAI echoes
+    (description null and strict false when the request left them out), the others as given."""
+    if text_format.get("type") != "json_schema":
+        return text_format
+    return {"type": "json_schema", "name": text_format.get("name"), "description": text_format.get("description"),
+            "schema": text_format.get("schema"), "strict": bool(text_format.get("strict"))}
 
 
 def parse_metadata(value: Any) -> dict[str, str]:
