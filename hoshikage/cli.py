@@ -40,9 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-embedded-model", dest="embedded_model", action="store_const", const=False,
                        help="do not register the packaged gemma3-270m model")
 
-    add = commands.add_parser("add", help="register a GGUF model under an alias")
-    add.add_argument("path", type=Path)
-    add.add_argument("alias")
+    add = commands.add_parser("add", help="register a GGUF model under an alias",
+                              usage="hoshikage add PATH ALIAS [options]\n       hoshikage add --from-ollama NAME "
+                                    "[ALIAS] [options]")
+    add.add_argument("path", type=Path, nargs="?", help="the GGUF file (with --from-ollama: the ALIAS, if any)")
+    add.add_argument("alias", nargs="?")
+    add.add_argument("--from-ollama", metavar="NAME[:TAG]",
+                     help="register a model of an Ollama store in place (alias: its name)")
     add.add_argument("--ctx", type=int, help="context length (default: the daemon's context_length)")
     add.add_argument("--gpu-layers", type=_gpu_layers, metavar="auto|N",
                      help="layers to offload to the GPU: auto (all that fit), -1 (all) or a number")
@@ -56,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     remove = commands.add_parser("remove", aliases=["rm"], help="forget a model")
     remove.add_argument("alias")
-    commands.add_parser("list", aliases=["ls"], help="list registered models")
+    listing = commands.add_parser("list", aliases=["ls"], help="list registered models")
+    listing.add_argument("--ollama", action="store_true", help="list the models in Ollama's stores instead")
     show = commands.add_parser("show", help="show one model's details")
     show.add_argument("alias")
     status = commands.add_parser("status", help="what the daemon is doing (never starts it)")
@@ -110,13 +115,18 @@ def _add(settings: Settings, args) -> int:
     from hoshikage.model_files import register_model, service_installed, why_service_cannot_read
 
     console = Console(stderr=True)
+    origin = {}
+    if args.from_ollama:
+        args, origin = _from_ollama(args)
+    elif args.path is None or args.alias is None:
+        raise RegistryError("give the GGUF file and an alias (hoshikage add PATH ALIAS), or --from-ollama NAME")
     unreadable = None if args.import_file else why_service_cannot_read(args.path.expanduser().resolve())
     if unreadable and service_installed():
         raise RegistryError(f"the hoshikage service could not read {args.path}: {unreadable}. Add it with "
                             "--import to copy it into the state directory, or move it where the service "
                             "can read it (e.g. /srv/models)")
     options = dict(context_length=args.ctx, gpu_layers=args.gpu_layers, chat_format=args.chat_format,
-                   import_file=args.import_file, replace=args.replace, embedding=args.embedding)
+                   import_file=args.import_file, replace=args.replace, embedding=args.embedding, origin=origin)
     registry = Registry(settings.registry_file)
     if args.import_file:
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -138,6 +148,31 @@ def _add(settings: Settings, args) -> int:
     return 0
 
 
+def _from_ollama(args) -> tuple[argparse.Namespace, dict]:
+    """ARGS for the GGUF blob of an Ollama model, what its manifest says that Hoshikage uses, and its origin."""
+    from hoshikage.gguf_meta import read_gguf_info
+    from hoshikage.ollama_store import OllamaStoreError, find
+
+    if args.alias is not None:
+        raise RegistryError("with --from-ollama, give at most an alias: hoshikage add --from-ollama NAME [ALIAS]")
+    try:
+        model = find(args.from_ollama)
+    except OllamaStoreError as error:
+        raise RegistryError(str(error)) from None
+    alias = str(args.path) if args.path is not None else model.alias
+    context = args.ctx
+    if context is None and isinstance(model.parameters.get("num_ctx"), int) and model.parameters["num_ctx"] > 0:
+        context = model.parameters["num_ctx"]
+    chat_format = args.chat_format
+    if chat_format is None and read_gguf_info(model.blob).chat_template is None:
+        chat_format = model.chat_format()  # the GGUF's own template wins; Ollama's Go template only names one
+    origin = {"ollama": model.name, "store": str(model.store), "parameters": model.parameters}
+    if model.system:
+        origin["system"] = model.system
+    return argparse.Namespace(**{**vars(args), "path": model.blob, "alias": alias, "ctx": context,
+                                 "chat_format": chat_format}), origin
+
+
 def _remove(settings: Settings, args) -> int:
     from hoshikage.model_files import remove_model
 
@@ -153,15 +188,41 @@ def _list(settings: Settings, args) -> int:
     from hoshikage.engine.context_choice import context_for
 
     entries = Registry(settings.registry_file).entries()
-    table = Table("alias", "architecture", "parameters", "quant", "context", "size")
-    table.add_column("path", overflow="fold")
+    if args.ollama:
+        return _list_ollama(entries)
+    rows = []
     for alias in sorted(entries):
         entry, gguf = entries[alias], entries[alias].gguf
-        table.add_row(alias, gguf.get("architecture", "?"), _params(gguf.get("parameters")),
-                      gguf.get("quantization", "?"),
-                      str(context_for(entry, settings).tokens),
-                      _size(gguf.get("size_bytes")), entry.path)
+        rows.append((alias, gguf.get("architecture", "?"), _params(gguf.get("parameters")),
+                     gguf.get("quantization", "?"), str(context_for(entry, settings).tokens),
+                     _size(gguf.get("size_bytes")), entry.path))
+    table = Table()
+    # An alias is typed or copied whole into the next command: never cut, whatever the terminal's width; the
+    # path folds, and the short figures give way last.
+    table.add_column("alias", no_wrap=True, min_width=max((len(row[0]) for row in rows), default=0))
+    for heading in ("arch", "params", "quant", "context", "size"):
+        table.add_column(heading, no_wrap=True)
+    table.add_column("path", overflow="fold", ratio=1)
+    for row in rows:
+        table.add_row(*row)
     Console().print(table if entries else "no models registered; add one with: hoshikage add PATH ALIAS")
+    return 0
+
+
+def _list_ollama(entries) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from hoshikage.ollama_store import default_stores, list_models
+
+    models = list_models()
+    registered = {entry.path: alias for alias, entry in entries.items()}
+    table = Table("name", "size", "registered as")
+    table.add_column("blob", overflow="fold")
+    for model in models:
+        table.add_row(model.name, _size(model.size), registered.get(str(model.blob), "-"), str(model.blob))
+    looked = ", ".join(str(store) for store in default_stores())
+    Console().print(table if models else f"no Ollama models in {looked} (set OLLAMA_MODELS for a store elsewhere)")
     return 0
 
 
@@ -182,12 +243,27 @@ def _show(settings: Settings, args) -> int:
         "gpu layers": str(entry.gpu_layers if entry.gpu_layers is not None else f"{settings.gpu_layers} (default)"),
         "kind": "embedding" if entry.embedding else "chat",
         "chat format": entry.chat_format or "from GGUF template or architecture",
+        **_origin_rows(entry.origin),
         **{f"gguf {key.replace('_', ' ')}": str(value) for key, value in entry.gguf.items()},
     }
     for key, value in rows.items():
         table.add_row(f"[bold]{key}[/bold]", value)
     Console().print(table)
     return 0
+
+
+def _origin_rows(origin: dict) -> dict[str, str]:
+    """Where a model came from, for hoshikage show: an Ollama store's name and what its manifest said."""
+    if "ollama" not in origin:
+        return {}
+    rows = {"from ollama": f"{origin['ollama']} ({origin.get('store', '?')})"}
+    if origin.get("parameters"):
+        rows["ollama parameters"] = (", ".join(f"{key}={value}" for key, value in origin["parameters"].items())
+                                     + " (num_ctx is the context and stop words stop every answer; sampling values "
+                                       "are not applied)")
+    if origin.get("system"):
+        rows["ollama system prompt"] = f"{origin['system']} (not applied)"
+    return rows
 
 
 def _gpu_layers(text: str) -> int | str:
@@ -244,8 +320,9 @@ def _status(settings: Settings, args) -> int:
         if tiers:
             host, disk = tiers["host"], tiers["disk"]
             console.print(f"    KV prompt cache: host {host['entries']} entries ({host['bytes'] / 2**20:.0f} of "
-                          f"{host['budget_bytes'] / 2**20:.0f} MiB), disk {disk['entries']} ({disk['bytes'] / 2**20:.0f}"
-                          f" of {disk['budget_bytes'] / 2**20:.0f} MiB), {tiers['restores']} restored "
+                          f"{host['budget_bytes'] / 2**20:.0f} MiB), disk {disk['entries']} "
+                          f"({disk['bytes'] / 2**20:.0f} of {disk['budget_bytes'] / 2**20:.0f} MiB), "
+                          f"{tiers['restores']} restored "
                           f"({tiers['restored_tokens']} tokens)", soft_wrap=True)
     return 0
 

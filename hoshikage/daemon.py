@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import stat
+import sys
 import threading
 from pathlib import Path
 
@@ -74,6 +75,8 @@ async def _serve(settings: Settings) -> int:
              ", exits when idle" if settings.exit_when_idle else "")
     systemd.notify("READY=1", "STATUS=ready, no model loaded yet")
     app[keys.METRICS].ready_seconds = seconds_since_process_start()
+    if not inherited and sys.stderr.isatty():  # someone started it by hand and is looking: what to try first
+        log.info("%s", first_try(sites, registry))
 
     reason = await _run_until_exit(runner, sites, app, settings, signalled)
 
@@ -128,6 +131,18 @@ async def _run_until_exit(runner: web.AppRunner, sites: list[web.BaseSite], app:
 def _resolve_once(future: asyncio.Future, value: str) -> None:
     if not future.done():  # a second signal while stopping changes nothing
         future.set_result(value)
+
+
+def first_try(sites: list[web.BaseSite], registry: Registry) -> str:
+    """A first request to make, with the URL it listens on and a model it has."""
+    tcp = next((site.name for site in sites if not site.name.startswith("http://unix:")), None)
+    if tcp is not None:
+        url = tcp.rstrip("/")
+    else:  # unix sockets only: curl reaches them with --unix-socket and any host name
+        url = "--unix-socket " + sites[0].name.removeprefix("http://unix:").removesuffix(":") + " http://hoshikage"
+    model = next(iter(sorted(registry.entries())), "MODEL")
+    return (f"try: curl {url}/v1/chat/completions -H 'Content-Type: application/json' "
+            f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
 
 
 async def _register_embedded_model(settings: Settings, registry: Registry) -> None:

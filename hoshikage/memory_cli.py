@@ -70,9 +70,11 @@ def _list(store, args) -> int:
     if not infos:
         Console().print("nothing remembered")
         return 0
-    table = Table("turns", "responses", "last used", "size", "origin")
-    table.columns.insert(0, Table("id").columns[0])
-    table.columns[0].no_wrap = True  # an id is copied whole into the next command
+    table = Table()
+    # An id is copied whole into the next command: never wrapped, never cut.
+    table.add_column("id", no_wrap=True, min_width=max(len(info.id) for info in infos))
+    for heading in ("turns", "responses", "last used", "size", "origin"):
+        table.add_column(heading)
     for info in infos:
         table.add_row(info.id, str(len(store.turns(info.id))), str(len(store.responses(info.id))),
                       _when(info.last_used), f"{store.size(info.id) / 1024:.1f} KiB",

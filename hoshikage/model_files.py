@@ -51,6 +51,7 @@ def register_model(
     replace: bool = False,
     embedding: bool | None = None,
     progress: Progress | None = None,
+    origin: dict | None = None,
 ) -> ModelEntry:
     """Validate SOURCE as GGUF and record it; the registry is untouched on any error.
 
@@ -81,6 +82,7 @@ def register_model(
         embedding=embedding,
         added_at=time.time(),
         gguf=info.summary(),
+        origin=origin or {},
     )
     registry.add(entry, replace=replace)
     return entry

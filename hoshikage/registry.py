@@ -42,6 +42,7 @@ class ModelEntry:
     embedding: bool = False  # an embedding model: /v1/embeddings and /api/embed, never chat
     added_at: float = 0.0
     gguf: dict[str, Any] = dataclasses.field(default_factory=dict)
+    origin: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. the Ollama model it was added from
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

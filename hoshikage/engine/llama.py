@@ -110,6 +110,9 @@ class LoadedModel:
         self._end_of_generation: tuple[int, ...] | None = None
         self.tool_family = family_of(formatter.template if formatter.name == TEMPLATE_FORMAT else None)
         self._text_tokens: dict[str, int] = {}
+        # Stop words the model came with (an Ollama manifest's parameters), on top of each request's own.
+        stops = (entry.origin.get("parameters") or {}).get("stop") or ()
+        self.model_stop: tuple[str, ...] = tuple(stop for stop in stops if isinstance(stop, str) and stop)
         self._text_tokens_lock = threading.Lock()
 
     @classmethod
@@ -238,4 +241,4 @@ class LoadedModel:
         # At least one position must stay free for the first generated token.
         if len(tokens) >= self.context_length:
             raise PromptTooLong(len(tokens), self.context_length)
-        return Prompt(tuple(tokens), stop)
+        return Prompt(tuple(tokens), stop + tuple(word for word in self.model_stop if word not in stop))

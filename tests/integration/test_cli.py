@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 
-from tests.conftest import REPO, write_tiny_gguf
+from tests.conftest import REPO, free_tcp_port, register, write_tiny_gguf
 
 
 def hoshikage(state_dir, *args, env=None):
@@ -29,6 +30,13 @@ def test_add_list_show_remove(tmp_path, gemma_path):
     assert registry["models"]["gem"]["gguf"]["architecture"] == "gemma3"
     assert hoshikage(tmp_path, "remove", "gem").returncode == 0
     assert "no models registered" in hoshikage(tmp_path, "list").stdout
+
+
+def test_list_never_cuts_an_alias_on_an_80_column_terminal(tmp_path, gemma_path):
+    alias = "gemma3-27b-instruct-q4_k_m-long"
+    assert hoshikage(tmp_path, "add", str(gemma_path), alias).returncode == 0
+    listing = hoshikage(tmp_path, "list", env={"COLUMNS": "80"}).stdout
+    assert alias in listing and max(len(line) for line in listing.splitlines()) <= 80
 
 
 def test_non_gguf_is_a_clear_error_and_registry_untouched(tmp_path, gemma_path):
@@ -128,3 +136,29 @@ def test_a_stale_unix_socket_left_by_a_crash_is_replaced(tmp_path):
         assert replaced.getsockname() == str(stale)
     finally:
         replaced.close()
+
+
+def test_a_daemon_started_by_hand_in_a_terminal_says_what_to_try(tmp_path, gemma_path):
+    """Under a pseudo-terminal, as from `packaging/dev.sh serve`: the first request to make, with its URL."""
+    import pty
+    import select
+
+    register(tmp_path, gemma_path, "gemma")
+    port = free_tcp_port()
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "hoshikage", "--state-dir", str(tmp_path), "serve",
+                                "--no-embedded-model", "--listen", f"tcp:127.0.0.1:{port}"],
+                               stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, cwd=REPO)
+    os.close(terminal)
+    seen = b""
+    try:
+        while b"try: curl" not in seen or not seen.endswith(b"\n"):
+            ready, _, _ = select.select([controller], [], [], 60)
+            assert ready, seen.decode(errors="replace")  # nothing for a minute: it never said it
+            seen += os.read(controller, 4096)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        os.close(controller)
+    hint = next(line for line in seen.decode().splitlines() if "try: curl" in line)
+    assert f"curl http://127.0.0.1:{port}/v1/chat/completions" in hint and '"model": "gemma"' in hint
