@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from hoshikage import __version__
+from hoshikage.chat import ChatError
 from hoshikage.config import ConfigError, Settings, load_settings
 from hoshikage.gguf_meta import GGUFError
 from hoshikage.memory_cli import MemoryCommandError
@@ -58,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an embedding model, for /v1/embeddings and /api/embed (default: when the GGUF "
                           "declares a sentence pooling)")
 
+    chat = commands.add_parser("chat", help="talk to a model in the terminal, through the daemon")
+    chat.add_argument("model")
+    chat.add_argument("prompt", nargs="*", help="answer this once and exit (also: a question on stdin)")
+    chat.add_argument("--resume", action="store_true", help="continue your latest conversation with the model")
+    chat.add_argument("--conversation", metavar="ID", help="continue this conversation")
+    chat.add_argument("--url", help="the daemon's address: http://HOST:PORT or unix:PATH (default: its socket)")
+    chat.add_argument("--api-key", help="for TCP when the daemon asks for one (default: $HOSHIKAGE_API_KEY)")
+
     remove = commands.add_parser("remove", aliases=["rm"], help="forget a model")
     remove.add_argument("alias")
     listing = commands.add_parser("list", aliases=["ls"], help="list registered models")
@@ -74,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "chat" and not any(word.startswith("-") for word in extra):
+        args.prompt += extra  # words of the question that came after an option: `chat MODEL --url U question`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     flags = {"state_dir": args.state_dir}
     if args.command == "serve":
         flags.update(listen=args.listen, threads=args.threads, slots=args.slots, log_level=args.log_level,
@@ -87,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         return COMMANDS[args.command](settings, args)
-    except (RegistryError, GGUFError, MemoryCommandError) as error:
+    except (RegistryError, GGUFError, MemoryCommandError, ChatError) as error:
         print(f"hoshikage: {error}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -345,6 +359,12 @@ def _ramdisk_hold(settings: Settings, args) -> int:
     return 0
 
 
+def _chat(settings: Settings, args) -> int:
+    from hoshikage.chat import run
+
+    return run(settings, args)
+
+
 COMMANDS = {"serve": _serve, "add": _add, "remove": _remove, "rm": _remove, "list": _list,
-            "ls": _list, "show": _show, "status": _status,
+            "ls": _list, "show": _show, "status": _status, "chat": _chat,
             "ramdisk-hold": _ramdisk_hold, "memory": _memory}

@@ -11,25 +11,14 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import socket
 import subprocess
 from typing import Any
 
 from hoshikage.config import Settings, parse_listen_address
+from hoshikage.unix_http import UnixHTTPConnection
 
 SERVICE = "hoshikage.service"
 UNIX_SOCKET = "/run/hoshikage/hoshikage.sock"
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
 
 
 def systemd_state() -> dict[str, str] | None:
@@ -59,11 +48,11 @@ def query(settings: Settings, timeout: float = 5.0) -> dict[str, Any]:
         report: dict[str, Any] = {"managed_by": "systemd", "service": state.get("ActiveState"),
                                   "status_text": state.get("StatusText", "")}
         if state.get("ActiveState") == "active":
-            report["daemon"] = ask_daemon(_UnixConnection(UNIX_SOCKET, timeout))
+            report["daemon"] = ask_daemon(UnixHTTPConnection(UNIX_SOCKET, timeout))
         return report
     kind, host_or_path, port = parse_listen_address(settings.listen[0])
     connection = (http.client.HTTPConnection(host_or_path, port, timeout=timeout) if kind == "tcp"
-                  else _UnixConnection(host_or_path, timeout))
+                  else UnixHTTPConnection(host_or_path, timeout))
     try:
         return {"managed_by": "none", "service": "active", "daemon": ask_daemon(connection)}
     except OSError:
