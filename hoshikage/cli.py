@@ -15,6 +15,7 @@ from hoshikage.chat import ChatError
 from hoshikage.config import ConfigError, Settings, load_settings
 from hoshikage.gguf_meta import GGUFError
 from hoshikage.memory_cli import MemoryCommandError
+from hoshikage.pull import PullError
 from hoshikage.registry import Registry, RegistryError
 
 EXIT_FAILED = 1
@@ -59,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an embedding model, for /v1/embeddings and /api/embed (default: when the GGUF "
                           "declares a sentence pooling)")
 
+    pull = commands.add_parser("pull", help="download a GGUF model from Hugging Face and register it")
+    pull.add_argument("reference", metavar="USER/REPO[:QUANT]|USER/REPO/FILE.gguf")
+    pull.add_argument("alias", nargs="?", help="default: the repository's name, with the quantisation as a tag")
+    pull.add_argument("--ctx", type=int, help="context length (default: the daemon's context_length)")
+    pull.add_argument("--replace", action="store_true", help="overwrite an existing alias")
+
     chat = commands.add_parser("chat", help="talk to a model in the terminal, through the daemon")
     chat.add_argument("model")
     chat.add_argument("prompt", nargs="*", help="answer this once and exit (also: a question on stdin)")
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         return COMMANDS[args.command](settings, args)
-    except (RegistryError, GGUFError, MemoryCommandError, ChatError) as error:
+    except (RegistryError, GGUFError, MemoryCommandError, ChatError, PullError) as error:
         print(f"hoshikage: {error}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -359,6 +366,51 @@ def _ramdisk_hold(settings: Settings, args) -> int:
     return 0
 
 
+def _pull(settings: Settings, args) -> int:
+    import os
+
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from hoshikage.model_files import register_model
+    from hoshikage.pull import default_alias, fetch, parse_reference, target_dir
+    from hoshikage.registry import validate_alias
+
+    repo, quant, file = parse_reference(args.reference)
+    alias = validate_alias(args.alias or default_alias(repo, quant, file))
+    registry = Registry(settings.registry_file)
+    if registry.get(alias) is not None and not args.replace:  # before the download, not after it
+        raise RegistryError(f"alias {alias!r} is already registered; name another, or pass --replace")
+    console = Console(stderr=True)
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=console, transient=True) as progress:
+        tasks: dict[str, int] = {}  # file -> its progress bar
+
+        def show(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done)
+
+        try:
+            paths, commit = fetch(repo, quant, file, target_dir(settings.models_dir, repo),
+                                  token=os.environ.get("HF_TOKEN"), progress=show)
+        except KeyboardInterrupt:
+            print("hoshikage: pull stopped; run the same pull again to resume it", file=sys.stderr)
+            return 130
+    origin = {"huggingface": repo, "commit": commit, "files": [str(path) for path in paths]}
+    try:
+        entry = register_model(settings, registry, paths[0], alias, context_length=args.ctx, replace=args.replace,
+                               owned=True, origin=origin)
+    except GGUFError:
+        for path in paths:  # what the hub called a GGUF file and is none: of no use to keep
+            path.unlink(missing_ok=True)
+        raise
+    gguf = entry.gguf
+    console.print(f"[green]pulled[/green] {entry.alias}: {gguf['architecture']} "
+                               f"{_params(gguf['parameters'])} {gguf['quantization']}, {entry.path}", soft_wrap=True)
+    return 0
+
+
 def _chat(settings: Settings, args) -> int:
     from hoshikage.chat import run
 
@@ -366,5 +418,5 @@ def _chat(settings: Settings, args) -> int:
 
 
 COMMANDS = {"serve": _serve, "add": _add, "remove": _remove, "rm": _remove, "list": _list,
-            "ls": _list, "show": _show, "status": _status, "chat": _chat,
+            "ls": _list, "show": _show, "status": _status, "chat": _chat, "pull": _pull,
             "ramdisk-hold": _ramdisk_hold, "memory": _memory}

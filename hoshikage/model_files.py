@@ -52,10 +52,12 @@ def register_model(
     embedding: bool | None = None,
     progress: Progress | None = None,
     origin: dict | None = None,
+    owned: bool = False,
 ) -> ModelEntry:
     """Validate SOURCE as GGUF and record it; the registry is untouched on any error.
 
-    EMBEDDING None: an embedding model when the GGUF declares a sentence pooling (mean, cls, last).
+    EMBEDDING None: an embedding model when the GGUF declares a sentence pooling (mean, cls, last). OWNED: the
+    file is already in the state directory (pulled), and goes with the entry, as an imported one does.
     """
     validate_alias(alias)
     if chat_format is not None and chat_format not in KNOWN_FORMATS:
@@ -78,7 +80,7 @@ def register_model(
         context_length=context_length,
         gpu_layers=gpu_layers,
         chat_format=chat_format,
-        imported=import_file,
+        imported=import_file or owned,
         embedding=embedding,
         added_at=time.time(),
         gguf=info.summary(),
@@ -181,7 +183,9 @@ def ensure_embedded_model(settings: Settings, registry: Registry) -> ModelEntry 
 def remove_model(settings: Settings, registry: Registry, alias: str) -> ModelEntry:
     """Forget ALIAS; an imported file is deleted with it, a referenced one never is."""
     entry = registry.remove(alias)
-    path = Path(entry.path)
-    if entry.imported and settings.models_dir in path.parents:
-        path.unlink(missing_ok=True)
+    if entry.imported:  # its file, and a pulled split model's other parts
+        for name in {entry.path, *entry.origin.get("files", ())}:
+            path = Path(name)
+            if settings.models_dir in path.parents:
+                path.unlink(missing_ok=True)
     return entry
