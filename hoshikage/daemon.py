@@ -83,6 +83,8 @@ async def _serve(settings: Settings) -> int:
     systemd.notify("STOPPING=1", f"STATUS=stopping: {reason}")
     if reason == "idle":  # bounded by the keep-alive; what arrived in the last moment is answered
         await lifecycle.drain(runner, app[keys.ACTIVITY], app[keys.CONNECTIONS], grace_seconds=keepalive)
+    else:  # a stop signal: requests in flight get the runner's grace below
+        await lifecycle.wind_down(app[keys.ACTIVITY], app[keys.CONNECTIONS])
     _exit_if_stuck(STOP_TIMEOUT_SECONDS, reason)
     await runner.cleanup()  # stops accepting, lets requests finish, frees models
     log.info("exiting: %s after serving %d requests", reason, app[keys.ACTIVITY].served,

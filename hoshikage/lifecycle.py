@@ -81,6 +81,13 @@ async def watch(runner: web.AppRunner, sites: list[web.BaseSite], activity: Acti
         await asyncio.sleep(TICK_SECONDS)
 
 
+async def wind_down(activity: Activity, connections: ConnectionGuard) -> None:
+    """The daemon is leaving, whatever the reason: answers from now on close their connection, and WebSockets
+    waiting for their next message are closed as going away (1001); a busy one closes after its response."""
+    activity.draining = True
+    await connections.close_idle_sockets()
+
+
 async def drain(runner: web.AppRunner, activity: Activity, connections: ConnectionGuard, grace_seconds: float) -> None:
     """After the listening sockets closed: serve what was already accepted, then return.
 
@@ -88,8 +95,7 @@ async def drain(runner: web.AppRunner, activity: Activity, connections: Connecti
     moment later; it gets its answer with ``Connection: close`` (see
     ``activity.draining``) instead of being cut off by the shutdown.
     """
-    activity.draining = True
-    await connections.close_idle_sockets()  # a WebSocket waiting for its next message waits no longer
+    await wind_down(activity, connections)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace_seconds
     await asyncio.sleep(DRAIN_POLL_SECONDS)  # let accepted sockets reach the server

@@ -215,3 +215,24 @@ def test_tcp_needs_the_key_and_a_silent_socket_does_not_keep_the_daemon_up(tmp_p
     finally:
         with contextlib.suppress(Exception):
             running.stop()
+
+
+def test_a_stopping_daemon_closes_its_idle_sockets_at_once(tmp_path, gemma_path):
+    """SIGTERM with a silent socket open: it is closed as going away (1001) rather than waited for."""
+    import signal
+
+    from websockets.exceptions import ConnectionClosedOK
+    from websockets.sync.client import connect
+
+    register(tmp_path, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "1024")
+    running = Daemon(tmp_path, {"HOSHIKAGE_CONNECTION_IDLE_SECONDS": "60"}, "--no-embedded-model")
+    try:
+        with connect(f"ws://127.0.0.1:{running.port}/v1/responses") as silent:
+            running.process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosedOK) as closed:
+                silent.recv()
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "server going away")
+        assert running.process.wait(timeout=60) == 0
+    finally:
+        with contextlib.suppress(Exception):
+            running.stop()

@@ -11,8 +11,9 @@ has been idle longest, among those idle for at least EVICTION_GRACE_SECONDS
 (a real client sends its request within milliseconds of connecting; without
 the grace a flood of new connections would evict each other's before any
 request arrived), and is itself answered 503 (Retry-After) and closed when
-there is none. WebSockets (the Responses API's WebSocket mode) are bounded the same way: one
-with nothing running and nothing said for the keep-alive time closes itself.
+there is none. WebSockets (the Responses API's WebSocket mode) are bounded
+the same way: one with nothing running and nothing said for the keep-alive
+time closes itself, and the drain at exit closes the idle ones at once.
 """
 
 from __future__ import annotations
