@@ -150,9 +150,16 @@ class ChatSession:
             self.endpoint.call("GET", f"/v1/conversations/{conversation}")  # 404 when it is gone
             self.conversation = conversation
             return f"continuing conversation {conversation}"
-        return self.new()
+        started = self.new()
+        if resume and started is None:
+            return f"no earlier conversation with {self.model} to continue: a new one, {self.conversation}"
+        return started
 
     def new(self) -> str | None:
+        """A new conversation; a notice when memory is not there (the first time only)."""
+        if self.stateless_history is not None:  # already known: no memory to ask again
+            self.stateless_history = []
+            return "history cleared"
         response = self.endpoint.request("POST", "/v1/conversations", {"metadata": {"client": "hoshikage chat"}})
         with contextlib.closing(response):
             answer = _json(response.read())
@@ -225,7 +232,9 @@ class ChatSession:
         with contextlib.suppress(OSError):  # a chat that cannot be resumed later is still a chat
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             partial = self.state_file.with_suffix(".partial")
-            partial.write_text(json.dumps(saved, indent=1))
+            # Only its user may read it: a conversation id is enough to read the conversation.
+            with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+                file.write(json.dumps(saved, indent=1))
             os.replace(partial, self.state_file)
 
 

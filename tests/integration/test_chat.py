@@ -85,6 +85,7 @@ def test_a_terminal_chat_streams_stops_remembers_and_resumes_after_an_idle_exit(
         child.close()
         assert child.exitstatus == 0
         _wait_for_exit(activator)  # idle: the process is gone, the conversation is on disk
+        assert (home / "hoshikage" / "chat.json").stat().st_mode & 0o777 == 0o600  # ids are for its user only
 
         # The same conversation, from this user's record of it.
         resumed = _chat(tmp_path, url, "--resume", home=home, first=f"continuing conversation {conversation}")
@@ -130,6 +131,7 @@ def test_without_memory_the_chat_says_so_once_and_still_answers(tmp_path, gemma_
         _say(child, "/set max_output_tokens 4", "max_output_tokens = 4")
         for question in ("My name is Ada.", "What is my name?"):
             _say(child, question, "\r\n\r\n")
+        _say(child, "/clear", "history cleared")  # said once: /clear does not ask the daemon again
         child.sendline("/bye")
         child.expect(pexpect.EOF)
         child.close()
