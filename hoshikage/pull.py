@@ -114,13 +114,11 @@ def _quant_of(path: str) -> str | None:
     return match.group(1) if match else None
 
 
-def sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as file:
         while chunk := file.read(1 << 22):
             digest.update(chunk)
-            if progress:
-                progress(len(chunk))
     return digest.hexdigest()
 
 
@@ -145,6 +143,8 @@ def fetch(repo: str, quant: str | None, file: str | None, target: Path, *, token
     headers = build_hf_headers(token=token)
     paths = []
     for name in choose(list(siblings), quant, file):
+        if name.startswith("/") or any(part in ("", ".", "..") for part in name.split("/")):
+            raise PullError(f"the hub lists a file named {name!r}, which would land outside {target}; not pulled")
         lfs = siblings[name].lfs
         if lfs is None:
             raise PullError(f"the hub lists no sha256 for {name}, so it cannot be checked; not pulled")

@@ -34,6 +34,7 @@ def hub(tmp_path):
         "tiny-Q4_K_M.gguf": gguf("q4"), "tiny-Q5_K_M.gguf": gguf("q5") + b"\0" * 300_000})
     running.repos["someone/Split-GGUF"] = Repo(files={
         "Q4_0/split-Q4_0-00001-of-00002.gguf": gguf("part1"), "Q4_0/split-Q4_0-00002-of-00002.gguf": b"\1" * 5000})
+    running.repos["someone/Sly-GGUF"] = Repo(files={"../../escape-Q4_K_M.gguf": gguf("sly")})
     running.repos["someone/Fake-GGUF"] = Repo(files={"fake-Q4_K_M.gguf": b"not a GGUF file at all"})
     running.repos["someone/Gated-GGUF"] = Repo(files={"gated-Q8_0.gguf": gguf("gated")}, token="hf_secret")
     yield running
@@ -131,7 +132,8 @@ def test_a_gated_repository_needs_hf_token(tmp_path, hub):
     ("someone/Tiny-GGUF:IQ2_XS", "no model file for 'IQ2_XS'"),
     ("someone/Nothing-GGUF", "no repository someone/Nothing-GGUF"),
     ("just-a-name", "is not USER/REPO"),
-    ("someone/Fake-GGUF", "GGUF"),  # what the hub calls a GGUF file is checked as hoshikage add checks it
+    ("someone/Fake-GGUF", "GGUF"),
+    ("someone/Sly-GGUF", "would land outside"),  # a listing is not trusted with paths  # what the hub calls a GGUF file is checked as hoshikage add checks it
 ])
 def test_what_cannot_be_pulled_says_why(tmp_path, hub, reference, message):
     failed = pull(tmp_path, hub, reference)
