@@ -274,7 +274,11 @@ def _show(settings: Settings, args) -> int:
 
 
 def _origin_rows(origin: dict) -> dict[str, str]:
-    """Where a model came from, for hoshikage show: an Ollama store's name and what its manifest said."""
+    """Where a model came from, for hoshikage show: a Hugging Face repository (pulled), or an Ollama store's name
+    and what its manifest said."""
+    if "huggingface" in origin:
+        return {"from hugging face": f"{origin['huggingface']} at {origin.get('commit') or '?'}",
+                "files": ", ".join(origin.get("files", ()))}
     if "ollama" not in origin:
         return {}
     rows = {"from ollama": f"{origin['ollama']} ({origin.get('store', '?')})"}

@@ -65,6 +65,9 @@ def test_without_a_tag_q4_k_m_is_pulled_checked_registered_and_removed_whole(tmp
     assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(
         hub.repos["someone/Tiny-GGUF"].files["tiny-Q4_K_M.gguf"]).digest()
     assert entry["origin"]["huggingface"] == "someone/Tiny-GGUF" and entry["gguf"]["architecture"] == "llama"
+    shown = subprocess.run([sys.executable, "-m", "hoshikage", "--state-dir", str(tmp_path), "show", "tiny"],
+                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}).stdout
+    assert "from hugging face someone/Tiny-GGUF at 0123456789abcdef" in " ".join(shown.split())
     removed = subprocess.run([sys.executable, "-m", "hoshikage", "--state-dir", str(tmp_path), "remove", "tiny"],
                              cwd=REPO, capture_output=True, text=True)
     assert removed.returncode == 0 and not path.exists()
