@@ -34,7 +34,9 @@ if how == "unix":
 else:
     client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused", max_retries=0)
 try:
-    answer = client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+    # ignore_eos: a sampled answer may end after one token, which would say nothing about the daemon.
+    answer = client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
+                                            extra_body={"ignore_eos": True})
     print(json.dumps({"tokens": answer.usage.completion_tokens}))
 except openai.APIConnectionError as error:
     print(json.dumps({"refused": repr(error.__cause__)}))
