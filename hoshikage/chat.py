@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hoshikage.config import Settings, parse_listen_address
-from hoshikage.unix_http import UnixHTTPConnection
+from hoshikage.unix_http import PACKAGED_SOCKET, UnixHTTPConnection
 
-PACKAGED_SOCKET = "/run/hoshikage/hoshikage.sock"
 TIMEOUT_SECONDS = 600.0  # a cold start, a model load and a long answer on a CPU
 MULTILINE = '"""'
 def _flag(text: str) -> bool:

@@ -15,10 +15,9 @@ import subprocess
 from typing import Any
 
 from hoshikage.config import Settings, parse_listen_address
-from hoshikage.unix_http import UnixHTTPConnection
+from hoshikage.unix_http import PACKAGED_SOCKET, UnixHTTPConnection
 
 SERVICE = "hoshikage.service"
-UNIX_SOCKET = "/run/hoshikage/hoshikage.sock"
 
 
 def systemd_state() -> dict[str, str] | None:
@@ -48,7 +47,7 @@ def query(settings: Settings, timeout: float = 5.0) -> dict[str, Any]:
         report: dict[str, Any] = {"managed_by": "systemd", "service": state.get("ActiveState"),
                                   "status_text": state.get("StatusText", "")}
         if state.get("ActiveState") == "active":
-            report["daemon"] = ask_daemon(UnixHTTPConnection(UNIX_SOCKET, timeout))
+            report["daemon"] = ask_daemon(UnixHTTPConnection(PACKAGED_SOCKET, timeout))
         return report
     kind, host_or_path, port = parse_listen_address(settings.listen[0])
     connection = (http.client.HTTPConnection(host_or_path, port, timeout=timeout) if kind == "tcp"

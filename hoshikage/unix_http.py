@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import socket
 
+PACKAGED_SOCKET = "/run/hoshikage/hoshikage.sock"  # systemd's hoshikage.socket holds it
+
 
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float):

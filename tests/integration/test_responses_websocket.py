@@ -190,8 +190,7 @@ def test_a_plain_get_is_told_to_upgrade(daemon):
 
 def test_tcp_needs_the_key_and_a_silent_socket_does_not_keep_the_daemon_up(tmp_path, gemma_path):
     """A daemon of its own, with an API key and an idle exit after 2 s (so keep-alive is 2 s too)."""
-    from websockets.exceptions import ConnectionClosedOK, InvalidStatus
-    from websockets.sync.client import connect
+    from websockets.exceptions import InvalidStatus
 
     register(tmp_path, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "1024")
     running = Daemon(tmp_path, {"HOSHIKAGE_API_KEY": "sesame"}, "--no-embedded-model", "--idle-timeout", "2",
@@ -206,11 +205,7 @@ def test_tcp_needs_the_key_and_a_silent_socket_does_not_keep_the_daemon_up(tmp_p
                 events = turn(connection, model="gemma", input="Hi", max_output_tokens=2, store=False)
                 assert events[-1].type in ("response.completed", "response.incomplete")
         # Then a socket that says nothing: the daemon closes it, and exits by itself.
-        url = f"ws://127.0.0.1:{running.port}/v1/responses"
-        with connect(url, additional_headers={"Authorization": "Bearer sesame"}) as silent:
-            with pytest.raises(ConnectionClosedOK) as closed:
-                silent.recv()
-        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1000, "idle")
+        assert _close_of_a_silent_socket(running, {"Authorization": "Bearer sesame"}) == (1000, "idle")
         assert running.process.wait(timeout=60) == 0
     finally:
         with contextlib.suppress(Exception):
@@ -221,18 +216,24 @@ def test_a_stopping_daemon_closes_its_idle_sockets_at_once(tmp_path, gemma_path)
     """SIGTERM with a silent socket open: it is closed as going away (1001) rather than waited for."""
     import signal
 
-    from websockets.exceptions import ConnectionClosedOK
-    from websockets.sync.client import connect
-
     register(tmp_path, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "1024")
     running = Daemon(tmp_path, {"HOSHIKAGE_CONNECTION_IDLE_SECONDS": "60"}, "--no-embedded-model")
     try:
-        with connect(f"ws://127.0.0.1:{running.port}/v1/responses") as silent:
-            running.process.send_signal(signal.SIGTERM)
-            with pytest.raises(ConnectionClosedOK) as closed:
-                silent.recv()
-        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "server going away")
+        closed = _close_of_a_silent_socket(running, {}, lambda: running.process.send_signal(signal.SIGTERM))
+        assert closed == (1001, "server going away")
         assert running.process.wait(timeout=60) == 0
     finally:
         with contextlib.suppress(Exception):
             running.stop()
+
+
+def _close_of_a_silent_socket(running: Daemon, headers: dict, then=lambda: None) -> tuple[int, str]:
+    """Open a WebSocket to RUNNING, say nothing (THEN happens meanwhile): the code and reason it is closed with."""
+    from websockets.exceptions import ConnectionClosedOK
+    from websockets.sync.client import connect
+
+    with connect(f"ws://127.0.0.1:{running.port}/v1/responses", additional_headers=headers) as silent:
+        then()
+        with pytest.raises(ConnectionClosedOK) as closed:
+            silent.recv()
+    return closed.value.rcvd.code, closed.value.rcvd.reason
