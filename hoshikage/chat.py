@@ -30,10 +30,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from hoshikage.config import Settings, parse_listen_address
-from hoshikage.unix_http import PACKAGED_SOCKET, UnixHTTPConnection
+from hoshikage.config import Settings
+from hoshikage.daemon_client import DaemonError, Endpoint, error_code, error_message, json_of
 
-TIMEOUT_SECONDS = 600.0  # a cold start, a model load and a long answer on a CPU
 MULTILINE = '"""'
 def _flag(text: str) -> bool:
     """on/off, true/false, yes/no, 1/0."""
@@ -52,81 +51,6 @@ HELP = """/set temperature 0.7   set a sampling value ({settable}); /set system 
 /forget                forget this conversation for good, and start a new one
 /bye                   leave (or Ctrl-D); Ctrl-C stops an answer
 \"\"\"                    begin and end a message of several lines"""
-
-
-class ChatError(Exception):
-    """The daemon cannot be reached, or answered with an error: the message says which and what to do."""
-
-
-class Endpoint:
-    """Where the daemon is: a unix socket, or host and port with an optional API key."""
-
-    def __init__(self, address: str, api_key: str | None = None):
-        self.address = address
-        self.api_key = api_key
-
-    def _connect(self) -> http.client.HTTPConnection:
-        if not self.address.startswith(("http://", "https://")):
-            return UnixHTTPConnection(self.address.removeprefix("unix:"), TIMEOUT_SECONDS)
-        scheme, _, rest = self.address.partition("://")
-        host, _, port = rest.split("/")[0].partition(":")
-        if scheme == "https":
-            return http.client.HTTPSConnection(host, int(port or 443), timeout=TIMEOUT_SECONDS)
-        return http.client.HTTPConnection(host, int(port or 80), timeout=TIMEOUT_SECONDS)
-
-    @classmethod
-    def choose(cls, settings: Settings, url: str | None, api_key: str | None) -> Endpoint:
-        """--url; else the packaged socket when it exists (systemd holds it); else the first listen address."""
-        key = api_key or os.environ.get("HOSHIKAGE_API_KEY") or settings.api_key
-        if url:
-            return cls(url, key)
-        if Path(PACKAGED_SOCKET).exists():
-            return cls("unix:" + PACKAGED_SOCKET)
-        kind, host_or_path, port = parse_listen_address(settings.listen[0])
-        return cls(f"http://{host_or_path}:{port}" if kind == "tcp" else f"unix:{host_or_path}", key)
-
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> http.client.HTTPResponse:
-        """The response, its body unread (the caller reads or streams it); ChatError when nothing answers."""
-        connection = self._connect()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key and not self.address.startswith("unix:"):
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        try:
-            connection.request(method, path, json.dumps(body).encode() if body is not None else None, headers)
-            return connection.getresponse()
-        except OSError as error:
-            connection.close()
-            raise ChatError(f"cannot reach the daemon at {self.address}: {error}. Is it running? (systemctl start "
-                            "hoshikage.socket, or packaging/dev.sh serve; --url names another address)") from None
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A JSON request and its JSON answer; ChatError with the daemon's message for an error."""
-        response = self.request(method, path, body)
-        with contextlib.closing(response):
-            data = response.read()
-        answer = _json(data)
-        if response.status >= 400:
-            raise ChatError(_error_message(answer, response.status))
-        return answer
-
-
-def _json(data: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(data or b"{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _error_message(answer: dict[str, Any], status: int) -> str:
-    error = answer.get("error")
-    message = error.get("message") if isinstance(error, dict) else error
-    return f"{message or 'the daemon answered ' + str(status)}"
-
-
-def _error_code(answer: dict[str, Any]) -> str | None:
-    error = answer.get("error")
-    return error.get("code") if isinstance(error, dict) else None
 
 
 class ChatSession:
@@ -161,13 +85,13 @@ class ChatSession:
             return "history cleared"
         response = self.endpoint.request("POST", "/v1/conversations", {"metadata": {"client": "hoshikage chat"}})
         with contextlib.closing(response):
-            answer = _json(response.read())
-        if response.status == 503 and _error_code(answer) == "memory_unavailable":
+            answer = json_of(response.read())
+        if response.status == 503 and error_code(answer) == "memory_unavailable":
             self.conversation, self.stateless_history = None, []
             return ("conversation memory is not available here, so this chat is not remembered: "
-                    + _error_message(answer, 503))
+                    + error_message(answer, 503))
         if response.status >= 400:
-            raise ChatError(_error_message(answer, response.status))
+            raise DaemonError(error_message(answer, response.status))
         self.conversation = answer["id"]
         self._save()
         return None
@@ -183,7 +107,7 @@ class ChatSession:
 
     def context(self) -> dict[str, Any]:
         if self.conversation is None:
-            raise ChatError("nothing is remembered in this chat: there is no memory context to show")
+            raise DaemonError("nothing is remembered in this chat: there is no memory context to show")
         return self.endpoint.call("GET", f"/hoshikage/memory/{self.conversation}/context")
 
     # Questions --------------------------------------------------------------------
@@ -202,14 +126,14 @@ class ChatSession:
         response = self.endpoint.request("POST", "/v1/responses", body)
         with contextlib.closing(response):
             if response.status >= 400:
-                raise ChatError(_error_message(_json(response.read()), response.status))
+                raise DaemonError(error_message(json_of(response.read()), response.status))
             parts = []
             for event in _events(response):
                 if event.get("type") == "response.output_text.delta":
                     parts.append(event["delta"])
                     write(event["delta"])
                 elif event.get("type") == "response.failed":
-                    raise ChatError(((event.get("response") or {}).get("error") or {}).get("message", "failed"))
+                    raise DaemonError(((event.get("response") or {}).get("error") or {}).get("message", "failed"))
         answer = "".join(parts)
         if self.stateless_history is not None and store:
             self.stateless_history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
@@ -296,7 +220,7 @@ def _interactive(session: ChatSession, out: TextIO) -> int:
                 out.write("\n\n")
             except KeyboardInterrupt:
                 out.write("\n[stopped]\n\n")
-            except ChatError as error:
+            except DaemonError as error:
                 print(f"error: {error}", file=sys.stderr)
             out.flush()
     finally:
@@ -335,7 +259,7 @@ def _command(session: ChatSession, text: str) -> str | None:
             print(_context_text(session.context()), file=sys.stderr)
         else:
             print(f"unknown command {name}; /help lists them", file=sys.stderr)
-    except ChatError as error:
+    except DaemonError as error:
         print(f"error: {error}", file=sys.stderr)
     return None
 

@@ -7,12 +7,13 @@ unknown alias) are one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
 
 from hoshikage import __version__
-from hoshikage.chat import ChatError
 from hoshikage.config import ConfigError, Settings, load_settings
+from hoshikage.daemon_client import DaemonError
 from hoshikage.gguf_meta import GGUFError
 from hoshikage.memory_cli import MemoryCommandError
 from hoshikage.pull import PullError
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hoshikage import memory_cli
 
     memory_cli.add_parser(commands)
+    commands.add_parser("hash-key", help="read an API key on stdin; print the sha256:HEX form for api_keys")
     commands.add_parser("ramdisk-hold", help=argparse.SUPPRESS)  # run by hoshikage-ramdisk.service
     return parser
 
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         return COMMANDS[args.command](settings, args)
-    except (RegistryError, GGUFError, MemoryCommandError, ChatError, PullError) as error:
+    except (RegistryError, GGUFError, MemoryCommandError, DaemonError, PullError) as error:
         print(f"hoshikage: {error}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -415,6 +417,18 @@ def _pull(settings: Settings, args) -> int:
     return 0
 
 
+def _hash_key(settings: Settings, args) -> int:
+    """The form of a key to write in api_keys: the configuration then holds nothing a reader could send."""
+    from hoshikage.api_keys import hash_key
+
+    key = (getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()).strip()
+    if len(key) < 8:
+        print("hoshikage: a key must have at least 8 characters", file=sys.stderr)
+        return 1
+    print(hash_key(key))
+    return 0
+
+
 def _chat(settings: Settings, args) -> int:
     from hoshikage.chat import run
 
@@ -423,4 +437,4 @@ def _chat(settings: Settings, args) -> int:
 
 COMMANDS = {"serve": _serve, "add": _add, "remove": _remove, "rm": _remove, "list": _list,
             "ls": _list, "show": _show, "status": _status, "chat": _chat, "pull": _pull,
-            "ramdisk-hold": _ramdisk_hold, "memory": _memory}
+            "ramdisk-hold": _ramdisk_hold, "memory": _memory, "hash-key": _hash_key}

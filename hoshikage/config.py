@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hoshikage.api_keys import ApiKey, parse_api_keys, with_single_key
+
 DEFAULT_CONFIG_FILE = Path("/etc/hoshikage/hoshikage.yaml")
 GPU_LAYERS_AUTO = "auto"  # gpu_layers: every layer that fits the device (engine/offload.py)
 
@@ -284,12 +286,18 @@ OPTIONS: tuple[Option, ...] = (
            "the context is full, as at OpenAI)"),
     Option("slots", _positive_int, lambda: 4,
            "requests one model decodes together (each with its own context_length of KV cache)"),
+    Option("spare_slots", _non_negative_int, lambda: 1,
+           "KV sequences beyond slots, taken only by an identity that holds no slot while others hold them all"),
     Option("max_queue", _non_negative_int, lambda: 32,
            "requests that may wait for a busy model; beyond them 429 with Retry-After"),
+    Option("max_queue_per_identity", _non_negative_int, lambda: 16,
+           "requests one identity (a uid, a key name) may have waiting for a model; beyond them 429"),
     Option("queue_timeout_seconds", _positive_number, lambda: 300.0,
            "longest a request waits for its turn before 503 with Retry-After"),
     Option("api_key", _optional_text, lambda: None,
-           "bearer key required on TCP (the unix socket is guarded by its group instead)"),
+           "one bearer key for TCP, an admin identity named api_key (the unix socket tells users by their uid)"),
+    Option("api_keys", parse_api_keys, lambda: (),
+           "named bearer keys for TCP: name -> key, sha256:HEX, or {key, admin}; each name is an identity"),
     Option("exit_when_idle", _bool, lambda: False,
            "exit after idle_timeout_seconds instead of only releasing models (on under socket activation)"),
     Option("max_body_bytes", _positive_int, lambda: 8 * 1024 * 1024,
@@ -350,9 +358,12 @@ class Settings:
     adaptive_threads: bool
     default_max_tokens: int
     slots: int
+    spare_slots: int
     max_queue: int
+    max_queue_per_identity: int
     queue_timeout_seconds: float
     api_key: str | None
+    api_keys: tuple[ApiKey, ...]
     exit_when_idle: bool
     max_body_bytes: int
     body_timeout_seconds: float
@@ -363,6 +374,11 @@ class Settings:
     metrics_textfile: Path | None
     metrics_interval_seconds: float
     log_level: str
+
+    @property
+    def tcp_keys(self) -> tuple[ApiKey, ...]:
+        """Every key TCP accepts: the named ones and the single api_key (checked in load_settings)."""
+        return with_single_key(self.api_keys, self.api_key)
 
     @property
     def registry_file(self) -> Path:
@@ -441,6 +457,10 @@ def load_settings(
             f"min_clusters: must not exceed max_clusters "
             f"({values['min_clusters']} > {values['max_clusters']})"
         )
+    try:
+        with_single_key(values["api_keys"], values["api_key"])
+    except ValueError as error:
+        raise ConfigError(f"api_keys: {error}") from None
     return Settings(**values)
 
 
@@ -451,7 +471,11 @@ def _env_path(environ: Mapping[str, str], name: str) -> Path | None:
 def _config_files(main_file: Path, *, required: bool) -> list[Path]:
     """The main YAML file, then ``conf.d/*.yaml`` beside it in name order."""
     files = []
-    if main_file.exists() and not main_file.is_dir():  # /dev/null counts: "no settings"
+    try:
+        present = main_file.exists() and not main_file.is_dir()  # /dev/null counts: "no settings"
+    except PermissionError:  # a directory this user may not search: _read_yaml says so, not a traceback
+        present = True
+    if present:
         files.append(main_file)
     elif required:
         raise ConfigError(f"config file {main_file} does not exist")

@@ -70,6 +70,8 @@ async def _serve(settings: Settings) -> int:
     except ListenError:
         await runner.cleanup()
         raise
+    app[keys.ACCESS].unix_paths = _unix_paths(inherited, settings)
+    _warn_if_open(inherited, settings)
     log.info("listening on %s (threads=%d, idle timeout %d s%s)", ", ".join(site.name for site in sites),
              settings.threads, settings.idle_timeout_seconds,
              ", exits when idle" if settings.exit_when_idle else "")
@@ -189,6 +191,37 @@ async def _start_sites(runner: web.AppRunner, inherited: list[socket.socket],
             raise ListenError(f"cannot listen on {address}: {cause}") from None
         sites.append(site)
     return sites
+
+
+def _unix_paths(inherited: list[socket.socket], settings: Settings) -> list[Path]:
+    """The unix sockets served: their permissions say who may use TCP without a key (api/http/identity.py)."""
+    if inherited:
+        names = [sock.getsockname() for sock in inherited if sock.family == socket.AF_UNIX]
+        return [Path(name) for name in names if isinstance(name, str) and name.startswith("/")]
+    return [Path(path) for kind, path, _ in map(parse_listen_address, settings.listen) if kind == "unix"]
+
+
+def _warn_if_open(inherited: list[socket.socket], settings: Settings) -> None:
+    """TCP beyond loopback with no key lets anyone who reaches it in, as one shared identity: say so once."""
+    if settings.tcp_keys:
+        return
+    if inherited:
+        hosts = [sock.getsockname()[0] for sock in inherited if sock.family in (socket.AF_INET, socket.AF_INET6)]
+    else:
+        hosts = [host for kind, host, _ in map(parse_listen_address, settings.listen) if kind == "tcp"]
+    exposed = [host for host in hosts if not _loopback_host(host)]
+    if exposed:
+        log.warning("TCP on %s has no API key: anyone who reaches it is let in, all as one 'anonymous' identity "
+                    "sharing its conversations; set api_keys to tell them apart", ", ".join(exposed))
+
+
+def _loopback_host(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _socket_answers(path: Path) -> bool:

@@ -7,7 +7,7 @@ import os
 import sys
 
 # Fields passed with ``extra=`` that should also show on a terminal.
-_SHOWN_FIELDS = ("REQUEST_ID", "MODEL", "TOKENS", "CONVERSATION_ID", "MEMORY_VERBATIM_TURNS",
+_SHOWN_FIELDS = ("REQUEST_ID", "IDENTITY", "MODEL", "TOKENS", "CONVERSATION_ID", "MEMORY_VERBATIM_TURNS",
                  "MEMORY_SUMMARY_SENTENCES", "MEMORY_RECALLED_PASSAGES", "CPU_WEIGHT_REPACK", "KV_RESTORED")
 
 

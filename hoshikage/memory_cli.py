@@ -1,8 +1,10 @@
-"""``hoshikage memory list|show|context|forget``: what the daemon remembers, read from disk.
+"""``hoshikage memory list|show|context|forget``: what the daemon remembers.
 
-These read and change the store directly, with the daemon's settings, so they
-work whether or not the daemon runs (the store belongs to the daemon's user:
-run them as that user, or as root).
+Run as root or as the daemon's user, they read and change the store directly,
+with the daemon's settings, so they work whether or not the daemon runs, and
+address every conversation. Anyone else cannot read the store (it is the daemon
+user's alone): for them the same verbs go through the daemon's socket, which
+knows who is asking (api/http/identity.py) and shows and forgets only their own.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
+from pathlib import Path
+from urllib.parse import quote
 
 from hoshikage.config import Settings
+from hoshikage.unix_http import PACKAGED_SOCKET
 
 
 class MemoryCommandError(Exception):
@@ -34,6 +40,25 @@ def add_parser(commands) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    if not _reads_store(settings):
+        return _through_daemon(settings, args)
+    return _on_store(settings, args)
+
+
+def _reads_store(settings: Settings) -> bool:
+    """Whether this user may open the store itself: root, or the user whose state directory it is."""
+    if os.geteuid() == 0:
+        return True
+    for place in (settings.memory_dir, settings.state_dir):
+        try:
+            if place.exists():
+                return os.access(place, os.R_OK | os.W_OK | os.X_OK)
+        except PermissionError:  # inside a directory this user may not search
+            return False
+    return not Path(PACKAGED_SOCKET).exists()  # nothing on disk yet, and no packaged daemon to ask
+
+
+def _on_store(settings: Settings, args: argparse.Namespace) -> int:
     from hoshikage.memory.store import MemoryUnavailable, NotFound, Store
 
     if not settings.memory_dir.exists():
@@ -54,6 +79,29 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         raise MemoryCommandError(f"no conversation or response {missing.args[0]!r} is remembered") from None
 
 
+def _through_daemon(settings: Settings, args: argparse.Namespace) -> int:
+    """The verb as the daemon's API answers it for this user: their own conversations."""
+    from hoshikage.daemon_client import DaemonError, Endpoint
+
+    endpoint = Endpoint.choose(settings, None, None)
+    try:
+        if args.memory_command in ("list", "ls"):
+            _print_listing(endpoint.call("GET", "/hoshikage/memory")["data"])
+        elif args.memory_command == "show":
+            _print_shown(endpoint.call("GET", f"/hoshikage/memory/{quote(args.id)}"))
+        elif args.memory_command == "context":
+            _print_context(endpoint.call("GET", f"/hoshikage/memory/{quote(args.id)}/context"), args.json)
+        elif args.all:
+            count = endpoint.call("DELETE", "/hoshikage/memory")["forgotten"]
+            print(f"forgot {count} conversation{'s' if count != 1 else ''}")
+        else:
+            print(f"forgot {endpoint.call('DELETE', f'/hoshikage/memory/{quote(args.id)}')['id']}")
+    except DaemonError as error:
+        raise MemoryCommandError(f"{error} (asked the daemon at {endpoint.address}: this user cannot read the "
+                                 "store itself)") from None
+    return 0
+
+
 def _conversation_id(store, some_id: str) -> str:
     return store.response(some_id)["conversation_id"] if some_id.startswith("resp_") else some_id
 
@@ -63,55 +111,78 @@ def _when(timestamp: int) -> str:
 
 
 def _list(store, args) -> int:
+    from hoshikage.memory.ownership import listing
+
+    _print_listing(listing(store))
+    return 0
+
+
+def _print_listing(entries: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    infos = store.conversations()
-    if not infos:
+    if not entries:
         Console().print("nothing remembered")
-        return 0
+        return
     table = Table()
     # An id is copied whole into the next command: never wrapped, never cut.
-    table.add_column("id", no_wrap=True, min_width=max(len(info.id) for info in infos))
-    for heading in ("turns", "responses", "last used", "size", "origin"):
+    table.add_column("id", no_wrap=True, min_width=max(len(entry["id"]) for entry in entries))
+    for heading in ("owner", "turns", "responses", "last used", "size", "origin"):
         table.add_column(heading)
-    for info in infos:
-        table.add_row(info.id, str(len(store.turns(info.id))), str(len(store.responses(info.id))),
-                      _when(info.last_used), f"{store.size(info.id) / 1024:.1f} KiB",
-                      "responses" if info.implicit else "conversations")
+    for entry in entries:
+        table.add_row(entry["id"], _owner(entry["owner"]), str(entry["turns"]), str(entry["responses"]),
+                      _when(entry["last_used"]), f"{entry['size'] / 1024:.1f} KiB", entry["origin"])
     Console().print(table)
-    return 0
+
+
+def _owner(owner: str) -> str:
+    """An owner for people: a uid with its user name; none recorded, the admins'."""
+    if not owner:
+        return "admin (before owners)"
+    from hoshikage.api.http.identity import Identity
+
+    return Identity(owner).label
 
 
 def _show(store, args) -> int:
-    from rich.console import Console
-    from rich.markup import escape
+    from hoshikage.api.responses.conversations import shown_conversation
 
-    conversation_id = _conversation_id(store, args.id)
-    info = store.conversation(conversation_id)
-    console = Console()
-    console.print(f"[bold]{info.id}[/bold] created {_when(info.created_at)}, last used {_when(info.last_used)}"
-                  + (f", metadata {json.dumps(info.metadata, ensure_ascii=False)}" if info.metadata else ""))
-    for turn in store.turns(conversation_id):
-        console.print(f"[dim]{turn.position:>4}[/dim] [bold]{turn.role}[/bold]: {escape(turn.text)}", soft_wrap=True)
+    _print_shown(shown_conversation(store, args.id))
     return 0
 
 
-def _context(store, args) -> int:
+def _print_shown(shown: dict) -> None:
     from rich.console import Console
     from rich.markup import escape
 
+    console = Console()
+    console.print(f"[bold]{shown['id']}[/bold] created {_when(shown['created_at'])}, last used "
+                  f"{_when(shown['last_used'])}, owner {_owner(shown['owner'])}"
+                  + (f", metadata {json.dumps(shown['metadata'], ensure_ascii=False)}" if shown["metadata"] else ""))
+    for turn in shown["turns"]:
+        console.print(f"[dim]{turn['position']:>4}[/dim] [bold]{turn['role']}[/bold]: {escape(turn['text'])}",
+                      soft_wrap=True)
+
+
+def _context(store, args) -> int:
     from hoshikage.api.responses.conversations import context_report
 
-    report = context_report(store, args.id)
-    if args.json:
+    _print_context(context_report(store, args.id), args.json)
+    return 0
+
+
+def _print_context(report: dict, as_json: bool) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
-        return 0
+        return
     console = Console()
     console.print(f"[bold]{report['response_id']}[/bold] in {report['conversation_id']}")
     if not report.get("messages"):
         console.print("no context was recorded for this response")
-        return 0
+        return
     console.print(f"{report['prompt_tokens']} prompt tokens of a {report['budget_tokens']}-token budget; "
                   + ("compressed by memory" if report["compressed"] else "the whole history, verbatim"))
     console.print(f"verbatim turns: {len(report['verbatim_positions'])}, summary sentences: "
@@ -122,7 +193,6 @@ def _context(store, args) -> int:
     console.print("[bold]messages as given to the model[/bold]")
     for message in report["messages"]:
         console.print(f"  [bold]{message['role']}[/bold]: {escape(message['content'])}", soft_wrap=True)
-    return 0
 
 
 def _forget(store, args, settings: Settings) -> int:

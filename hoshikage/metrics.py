@@ -79,6 +79,7 @@ GAUGES = {
     "hoshikage_model_loaded": "1 for each model in memory",
     "hoshikage_model_memory_bytes": "Memory a loaded model takes, by where (host or gpu)",
     "hoshikage_queue_depth": "Requests waiting for a model's slots",
+    "hoshikage_queue_depth_by_identity": "Requests waiting for a model's slots, by identity (uid:N, key:NAME)",
     "hoshikage_busy_slots": "A model's slots generating now",
     "hoshikage_slots": "A model's slots",
     "hoshikage_kv_cache_bytes": "KV state held by a model's prompt cache, by tier (host or disk)",
@@ -174,7 +175,8 @@ class Metrics:
                                     value=self.ready_seconds)
         for name, help_text in GAUGES.items():
             labels = {"hoshikage_model_memory_bytes": ("model", "where"),
-                      "hoshikage_kv_cache_bytes": ("model", "tier")}.get(name, ("model",))
+                      "hoshikage_kv_cache_bytes": ("model", "tier"),
+                      "hoshikage_queue_depth_by_identity": ("model", "identity")}.get(name, ("model",))
             family = GaugeMetricFamily(name, help_text, labels=labels)
             for values, value in sorted(live.get(name, {}).items()):
                 family.add_metric(values, value)
@@ -206,6 +208,8 @@ def live_gauges(pool) -> dict:
         gauges["hoshikage_model_memory_bytes"][(alias, "host")] = float(model["host_bytes"])
         gauges["hoshikage_model_memory_bytes"][(alias, "gpu")] = float(model["device_bytes"])
         gauges["hoshikage_queue_depth"][(alias,)] = float(model["waiting"])
+        for identity, count in model.get("waiting_by_identity", {}).items():
+            gauges["hoshikage_queue_depth_by_identity"][(alias, identity)] = float(count)
         slots = model["slots"]
         gauges["hoshikage_busy_slots"][(alias,)] = float(sum(slot["generating"] for slot in slots))
         gauges["hoshikage_slots"][(alias,)] = float(len(slots))

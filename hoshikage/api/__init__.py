@@ -13,8 +13,9 @@ from aiohttp import web
 from hoshikage.activity import Activity
 from hoshikage.api import openapi, status
 from hoshikage.api.http import keys
-from hoshikage.api.http.auth import api_key_middleware
+from hoshikage.api.http.auth import identity_middleware, identity_of
 from hoshikage.api.http.connections import ConnectionGuard, keepalive_seconds
+from hoshikage.api.http.identity import Access
 from hoshikage.api.http.errors import error_middleware
 from hoshikage.api.ollama import endpoints as ollama
 from hoshikage.api.openai import embeddings
@@ -41,9 +42,10 @@ UNTRACKED_PATHS = frozenset({"/health", "/v1/status", "/openapi.json", "/", "/ap
 def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[connection_middleware, request_log_middleware, error_middleware,
-                                       api_key_middleware])
+                                       identity_middleware])
     registry = registry or Registry(settings.registry_file)
     app[keys.SETTINGS] = settings
+    app[keys.ACCESS] = Access(settings.tcp_keys)
     app[keys.REGISTRY] = registry
     app[keys.ACTIVITY] = Activity()
     app[keys.CONNECTIONS] = ConnectionGuard(settings.connection_idle_seconds, settings.max_connections,
@@ -57,12 +59,14 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads,
         flash_attn=settings.flash_attn,
         prompt_cache_min_tokens=settings.prompt_cache_min_tokens, slots=settings.slots,
+        spare_slots=settings.spare_slots,
         batch_invariant=settings.batch_invariant, weight_repack=repack.allowed,
         adaptive_threads=settings.adaptive_threads, prompt_cache_dir=prompt_cache.cache_root(settings),
         prompt_cache_ram_bytes=settings.prompt_cache_ram_mib * 2**20,
         prompt_cache_disk_bytes=settings.prompt_cache_disk_mib * 2**20),
         settings.ramdisk_path,
-        max_waiting=settings.max_queue, budget_bytes=settings.memory_budget_mib * 2**20,
+        max_waiting=settings.max_queue, max_waiting_per_identity=settings.max_queue_per_identity,
+        budget_bytes=settings.memory_budget_mib * 2**20,
         devices=native.device_report, device_budget_bytes=settings.gpu_memory_budget_mib * 2**20,
         on_load=lambda alias, seconds: (metrics.count("hoshikage_model_loads", (alias,)),
                                         metrics.observe("hoshikage_model_load_seconds", (alias,), seconds)))
@@ -225,7 +229,7 @@ async def request_log_middleware(request: web.Request, handler):
         log.log(
             logging.INFO if tracked else logging.DEBUG,
             "%s %s %s %d ms", request.method, request.path, status_code, duration_ms,
-            extra={"REQUEST_ID": request_id, "MODEL": request.get("model", ""),
+            extra={"REQUEST_ID": request_id, "IDENTITY": identity_of(request).name, "MODEL": request.get("model", ""),
                    "STATUS": status_code, "TOKENS": request.get("tokens", 0),
                    "DURATION_MS": duration_ms, **request.get("log_fields", {})},
         )

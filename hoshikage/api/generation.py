@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from hoshikage.api.http import keys
+from hoshikage.api.http.auth import identity_of
 from hoshikage.api.http.errors import APIError, invalid
 from hoshikage.api.openai.protocol import GenerationRequest
 from hoshikage.engine.llama import Chunk, LoadedModel, ModelLoadError, Prompt, PromptTooLong
@@ -98,7 +99,8 @@ async def run_generation(
     try:
         # A client that sets no answer length leaves it to the daemon's default_max_tokens, else the context.
         default_max_tokens = request.app[keys.SETTINGS].default_max_tokens or None
-        stream = await _submit(scheduler, parsed, build_prompt, conversation_id, default_max_tokens)
+        stream = await _submit(scheduler, parsed, build_prompt, conversation_id, default_max_tokens,
+                               identity_of(request).name)
     finally:
         scheduler.release_lease()  # queued (so busy) by now, or failed
     try:
@@ -133,7 +135,7 @@ async def run_generation(
 
 
 async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[LoadedModel], Prompt],
-                  cache_tag: str | None = None, default_max_tokens: int | None = None):
+                  cache_tag: str | None = None, default_max_tokens: int | None = None, identity: str = "anonymous"):
     """Build the prompt and queue the job; each failure as the APIError the client should see."""
     try:
         if inspect.iscoroutinefunction(build_prompt):  # memory's assembly awaits its own thread
@@ -160,12 +162,18 @@ async def _submit(scheduler, parsed: GenerationRequest, build_prompt: Callable[[
                           param="response_format", code="unsupported_schema") from None
     max_tokens = parsed.max_tokens if parsed.max_tokens is not None else default_max_tokens
     try:
-        return scheduler.submit(prompt, parsed.sampling, max_tokens, parsed.n, tag=cache_tag)
+        return scheduler.submit(prompt, parsed.sampling, max_tokens, parsed.n, tag=cache_tag, identity=identity)
     except TooManyChoices as error:
         raise invalid(f"n={error.n} is more than the {error.slots} choices '{parsed.model}' can generate at once",
                       param="n") from None
     except QueueFull as full:
-        raise APIError(429, f"The model '{parsed.model}' is busy ({full.args[0]} requests waiting); retry shortly",
+        if full.identity is not None:
+            raise APIError(429, f"You already have {full.waiting} requests waiting for the model '{parsed.model}', "
+                                "as many as one client may (max_queue_per_identity: "
+                                f"{scheduler.max_waiting_per_identity}); send the next when one has started",
+                           code="queue_full_for_identity",
+                           headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)}) from None
+        raise APIError(429, f"The model '{parsed.model}' is busy ({full.waiting} requests waiting); retry shortly",
                        code="queue_full", headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)}) from None
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from hoshikage.api.http import keys
+from hoshikage.api.http.auth import identity_of
 from hoshikage.api.http.errors import APIError, invalid
 from hoshikage.memory.context import Assembly, ContextTooLong
 
@@ -37,9 +38,23 @@ def memory_errors(kind: str = "conversation", param: str | None = None):
 
 
 async def call(request: web.Request, function, *args, kind: str = "conversation", param: str | None = None):
-    """FUNCTION(store, *ARGS) on the memory thread, failures as APIError."""
+    """FUNCTION(store, *ARGS) on the memory thread, failures as APIError. FUNCTION sees the store as the
+    request's identity may (memory/ownership.py): another's conversation is not there."""
+    identity = identity_of(request)
+
+    def as_identity(store, *args):
+        from hoshikage.memory.ownership import OwnedStore
+
+        return function(OwnedStore(store, identity.name, identity.admin), *args)
+
     with memory_errors(kind, param):
-        return await request.app[keys.MEMORY].call(function, *args)
+        return await request.app[keys.MEMORY].call(as_identity, *args)
+
+
+def store_method(name: str):
+    """A function for call() that runs the store's method NAME: through the identity's view, never around it
+    (``Store.conversation`` given the view as self would skip the check)."""
+    return lambda store, *args: getattr(store, name)(*args)
 
 
 async def assemble_context(request: web.Request, conversation_id: str | None, pinned, history, budget: int, model,

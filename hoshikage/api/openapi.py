@@ -75,7 +75,8 @@ STATUS = s.obj(["status", "version", "uptime_seconds", "loaded_models", "queue",
 
 _REASONS = {
     400: "invalid request (names the param)", 401: "a bearer key is required on TCP",
-    403: "the daemon may not change the registry", 404: "unknown model, id or URL",
+    403: "a local user outside the unix socket's group on TCP without a key, or a registry the daemon may not "
+         "change", 404: "unknown model, id or URL",
     408: "the body did not arrive in time", 413: "body too large", 415: "unsupported Content-Encoding",
     426: "GET /v1/responses without 'Upgrade: websocket' (it opens the WebSocket mode)",
     429: "queue full (Retry-After)",
@@ -92,7 +93,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int, ollama: bool = False) -> dict[str, Any]:
     prefix = "Ollama" if ollama else ""
-    return {str(status): {"$ref": f"#/components/responses/{prefix}{status}"} for status in sorted({401, *statuses})}
+    return {str(status): {"$ref": f"#/components/responses/{prefix}{status}"}
+            for status in sorted({401, 403, *statuses})}
 
 
 def error_responses() -> dict[str, Any]:
@@ -134,6 +136,8 @@ def _path_id(name: str, pattern: str, description: str) -> dict[str, Any]:
 
 CONVERSATION_ID = _path_id("conversation_id", "^conv_[0-9a-f]{32}$", "a conversation id")
 RESPONSE_ID = _path_id("response_id", "^resp_[0-9a-f]{48}$", "a stored response's id")
+MEMORY_ID = _path_id("id", "^(conv_[0-9a-f]{32}|resp_[0-9a-f]{48})$", "a conversation id, or a response id (its "
+                                                                      "conversation)")
 ITEM_ID = {"name": "item_id", "in": "path", "required": True, "description": "an item's id (msg_..., fc_..., ...)",
            "schema": {"type": "string", "minLength": 1}}
 
@@ -211,6 +215,18 @@ def openai_paths() -> dict[str, Any]:
             _json(s.ref("MemoryContext"), "the context report"), *_MEMORY, tag="Conversations",
             parameters=[_path_id("id", "^(conv_[0-9a-f]{32}|resp_[0-9a-f]{48})$",
                                  "a response id, or a conversation id (its latest response)")])},
+        "/hoshikage/memory": {
+            "get": _op("The caller's conversations (an admin's: everyone's); hoshikage memory list",
+                       _json(s.ref("MemoryList"), "one entry per conversation"), 503, tag="Conversations"),
+            "delete": _op("Forget every conversation of the caller (an admin: every one) for good",
+                          _json(s.ref("MemoryForgotten"), "how many were forgotten"), 503, tag="Conversations")},
+        "/hoshikage/memory/{id}": {
+            "get": _op("A conversation's turns as text; hoshikage memory show",
+                       _json(s.ref("MemoryConversation"), "the conversation and its turns"), *_MEMORY,
+                       parameters=[MEMORY_ID], tag="Conversations"),
+            "delete": _op("Forget a conversation (or a response's) for good; hoshikage memory forget",
+                          _json(s.ref("ConversationDeleted"), "deleted"), *_MEMORY, parameters=[MEMORY_ID],
+                          tag="Conversations")},
     }
 
 
@@ -281,6 +297,7 @@ def components() -> dict[str, Any]:
         "Compaction": s.COMPACTION, "Conversation": s.CONVERSATION, "ConversationDeleted": s.CONVERSATION_DELETED,
         "ConversationCreate": s.CONVERSATION_CREATE, "ConversationUpdate": s.CONVERSATION_UPDATE,
         "ItemsCreate": s.ITEMS_CREATE, "MemoryContext": s.MEMORY_CONTEXT,
+        "MemoryList": s.MEMORY_LIST, "MemoryConversation": s.MEMORY_CONVERSATION, "MemoryForgotten": s.MEMORY_FORGOTTEN,
         "OllamaError": s.OLLAMA_ERROR, "OllamaVersion": s.OLLAMA_VERSION, "OllamaTags": s.OLLAMA_TAGS,
         "OllamaPs": s.OLLAMA_PS, "OllamaShow": s.OLLAMA_SHOW, "OllamaModelRequest": s.OLLAMA_MODEL_REQUEST,
         "OllamaChatRequest": s.OLLAMA_CHAT_REQUEST, "OllamaChat": s.OLLAMA_CHAT, "OllamaChatLine": s.OLLAMA_CHAT_LINE,
@@ -305,8 +322,9 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": components(), "responses": error_responses(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "required on TCP when api_key is set (except /health); "
-                                                          "never on the unix socket"}},
+                                           "description": "required on TCP when api_key or api_keys is set "
+                                                          "(except /health), and names the caller; never on the "
+                                                          "unix socket, which knows the caller's uid"}},
         },
     }
 

@@ -259,6 +259,20 @@ MEMORY_CONTEXT = obj(["object", "conversation_id", "response_id"], {
     "messages": {"type": "array", "items": obj(["role"], {"role": STRING})}},
     description="what the model was given: the report's fields are absent for a response stored without one")
 
+_OWNER = {"type": "string", "description": "the identity that created it: uid:N, key:NAME or anonymous; empty for "
+                                         "conversations stored before owners were recorded (the admins')"}
+MEMORY_ENTRY = obj(["id", "owner", "turns", "responses", "last_used", "size", "origin"], {
+    "id": STRING, "owner": _OWNER, "turns": COUNT, "responses": COUNT, "last_used": INTEGER,
+    "size": {**COUNT, "description": "bytes of text"}, "origin": {"enum": ["responses", "conversations"]}})
+MEMORY_LIST = obj(["object", "data"], {"object": {"const": "list"}, "data": {"type": "array", "items": MEMORY_ENTRY}},
+                  description="the caller's conversations (an admin's: everyone's), most recently used first")
+MEMORY_CONVERSATION = obj(["id", "object", "created_at", "metadata", "owner", "last_used", "turns"], {
+    **CONVERSATION["properties"], "owner": _OWNER, "last_used": INTEGER,
+    "turns": {"type": "array", "items": obj(["position", "role", "text"], {
+        "position": COUNT, "role": STRING, "text": STRING})}})
+MEMORY_FORGOTTEN = obj(["object", "forgotten"], {"object": {"const": "hoshikage.memory.forgotten"},
+                                                 "forgotten": COUNT})
+
 # Ollama -------------------------------------------------------------------------------
 
 _OLLAMA_NAME = {"type": "string", "minLength": 1,

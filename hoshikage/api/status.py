@@ -33,6 +33,7 @@ async def status(request: web.Request) -> web.Response:
             "in_flight_requests": activity.in_flight,
             "running": sum(model["running"] for model in models),
             "waiting": sum(model["waiting"] for model in models),
+            "waiting_by_identity": _summed(model["waiting_by_identity"] for model in models),
         },
         "requests_served": activity.served,
         "connections": request.app[keys.CONNECTIONS].describe(),
@@ -44,6 +45,14 @@ async def status(request: web.Request) -> web.Response:
                                    if idle_timeout and not activity.in_flight else None),
         },
     })
+
+
+def _summed(tallies) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for tally in tallies:
+        for name, count in tally.items():
+            total[name] = total.get(name, 0) + count
+    return total
 
 
 def setup_routes(app: web.Application) -> None:

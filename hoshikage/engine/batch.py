@@ -88,7 +88,7 @@ class BatchEngine:
         self._llama = llama_cpp
         self._ctx = model.context.ctx
         self._memory = model.context.memory
-        self._slots = [_Slot(seq_id) for seq_id in range(model.slots)]
+        self._slots = [_Slot(seq_id) for seq_id in range(model.sequences)]
         self._batch = llama_cpp.llama_batch_init(BATCH_TOKENS, 0, 1)
         self._steps = 0
         self._admitted = 0

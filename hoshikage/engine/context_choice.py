@@ -81,5 +81,5 @@ def context_for(entry: ModelEntry, settings) -> ContextChoice:
                              "registered with --ctx" if entry.context_length else
                              "an embedding model's trained context, up to the context_length setting")
     budget = settings.memory_budget_mib * 2**20 or default_budget_bytes()
-    return choose_context(entry, settings.context_length, settings.slots, budget,
+    return choose_context(entry, settings.context_length, settings.slots + settings.spare_slots, budget,
                           COMPUTE_ALLOWANCE + settings.prompt_cache_ram_mib * 2**20)

@@ -67,7 +67,8 @@ class LoadOptions:
     threads: int
     flash_attn: bool = True
     prompt_cache_min_tokens: int = 256
-    slots: int = 4
+    slots: int = 4  # requests one identity may decode together
+    spare_slots: int = 0  # sequences beyond them, kept for an identity that holds none (engine/scheduler.py)
     batch_invariant: bool = True
     weight_repack: bool = False  # what engine/cpu_weights.py allows on this host; off unless it says so
     adaptive_threads: bool = True  # fewer threads while other programs keep cores busy (cpu_share.py)
@@ -85,6 +86,11 @@ class LoadOptions:
         """
         return self.weight_repack and (embedding or not self.batch_invariant)
 
+    @property
+    def sequences(self) -> int:
+        """KV sequences in a chat model's context: the slots and the spare ones."""
+        return self.slots + self.spare_slots
+
 
 # Tokens evaluated in one step at most: a long prompt is taken in pieces of
 # this size so that sequences already generating wait one piece, not the
@@ -95,15 +101,16 @@ TEXT_TOKEN_CACHE = 50_000  # message texts whose token counts are remembered (co
 
 class LoadedModel:
     def __init__(self, entry: ModelEntry, model, context, formatter: ChatFormatter, load_seconds: float,
-                 slots: int, prompt_cache_min_tokens: int = 256):
+                 slots: int, prompt_cache_min_tokens: int = 256, sequences: int | None = None):
         self.entry = entry
         self.model = model  # llama_cpp._internals.LlamaModel
         self.context = context  # llama_cpp._internals.LlamaContext
         self.formatter = formatter
         self.load_seconds = load_seconds
-        self.slots = slots
+        self.slots = slots  # what one identity may hold (and the most choices one request may ask for)
+        self.sequences = sequences or slots  # KV sequences, each a slot: the slots and the spare ones
         self.prompt_cache_min_tokens = prompt_cache_min_tokens
-        self.context_length: int = context.n_ctx() // slots  # per slot
+        self.context_length: int = context.n_ctx() // self.sequences  # per slot
         self.file_size = Path(entry.path).stat().st_size
         self.n_vocab: int = model.n_vocab()
         self._pieces: dict[int, bytes] = {}
@@ -138,8 +145,8 @@ class LoadedModel:
         if not context_length:
             raise ValueError("a chat model's context length must be decided before its load")
         context_params = llama_cpp.llama_context_default_params()
-        context_params.n_ctx = context_length * options.slots
-        context_params.n_seq_max = options.slots
+        context_params.n_ctx = context_length * options.sequences
+        context_params.n_seq_max = options.sequences
         context_params.kv_unified = False  # each slot attends to its own cells only
         context_params.swa_full = True  # a sliding-window model can reuse any cached prefix
         context_params.n_batch = context_params.n_ubatch = BATCH_TOKENS
@@ -165,7 +172,7 @@ class LoadedModel:
             eos_token=model.token_get_text(model.token_eos()) if model.token_eos() >= 0 else "",
         )
         return cls(entry, model, context, formatter, time.monotonic() - started, options.slots,
-                   options.prompt_cache_min_tokens)
+                   options.prompt_cache_min_tokens, options.sequences)
 
     def close(self) -> None:
         self.context.close()

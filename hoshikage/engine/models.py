@@ -76,10 +76,11 @@ class ModelPool:
     def __init__(self, registry: Registry, options: LoadOptions, ramdisk_path: Path | None = None,
                  max_waiting: int = 32, budget_bytes: int = 0,
                  devices: Callable[[], list[Device]] = list, device_budget_bytes: int = 0,
-                 on_load: Callable[[str, float], None] | None = None):
+                 on_load: Callable[[str, float], None] | None = None, max_waiting_per_identity: int | None = None):
         self.registry = registry
         self.options = options
         self.max_waiting = max_waiting
+        self.max_waiting_per_identity = max_waiting_per_identity
         self.budget_bytes = budget_bytes or default_budget_bytes()
         self.ramdisk_path = ramdisk_path
         self._devices = devices
@@ -132,7 +133,7 @@ class ModelPool:
         """A chat model's context per slot and why (engine/context_choice.py); None for an embedding model."""
         if entry.embedding:
             return None
-        return choose_context(entry, self.options.context_length, self.options.slots, self.budget_bytes,
+        return choose_context(entry, self.options.context_length, self.options.sequences, self.budget_bytes,
                               COMPUTE_ALLOWANCE + self.options.prompt_cache_ram_bytes)
 
     async def _place(self, entry: ModelEntry) -> tuple[offload.OffloadPlan, ContextChoice | None]:
@@ -143,7 +144,7 @@ class ModelPool:
         context_length = (context.tokens if context is not None
                           else embedding_context(entry, self.options.context_length, entry.gguf.get("context_length")))
         shape = await asyncio.to_thread(model_shape, entry, context_length,
-                                        1 if entry.embedding else self.options.slots)
+                                        1 if entry.embedding else self.options.sequences)
         requested = entry.gpu_layers if entry.gpu_layers is not None else self.options.gpu_layers
         device_budget = self.device_budget_bytes
         # As it would be placed with the GPU to itself: auto takes as many layers as fit then.
@@ -215,7 +216,7 @@ class ModelPool:
             return EmbeddingRunner(model, self.max_waiting)
         cpu_share = CpuShare(self.options.threads) if self.options.adaptive_threads else None
         cache = await asyncio.to_thread(self._prompt_cache, model, plan)
-        return ModelScheduler(model, self.max_waiting, cpu_share, cache)
+        return ModelScheduler(model, self.max_waiting, cpu_share, cache, self.max_waiting_per_identity)
 
     def _prompt_cache(self, model: LoadedModel, plan: offload.OffloadPlan) -> PromptCache | None:
         """MODEL's KV prompt cache, bound to everything its saved state depends on (engine/prompt_cache.py)."""
@@ -365,6 +366,9 @@ class ModelPool:
                 "threads": slot.scheduler.cpu_share.threads if slot.scheduler.cpu_share else self.options.threads,
                 "running": slot.scheduler.running,
                 "waiting": slot.scheduler.waiting,
+                # Embedding requests are short and taken in arrival order: only chat models queue per identity.
+                "waiting_by_identity": (slot.scheduler.waiting_by_identity()
+                                        if hasattr(slot.scheduler, "waiting_by_identity") else {}),
             }
             for alias, slot in self._slots.items()
         ]

@@ -1,10 +1,18 @@
 """Feed one model's batch engine from a bounded queue, off the event loop.
 
-Each loaded model has one worker thread. Requests wait in FIFO order for
-slots; the worker admits the oldest as soon as enough slots are free (between
-two decode steps) and runs steps while any request is generating. Requests
-never overtake one another in the queue, so a request that needs several
+Each loaded model has one worker thread. Requests wait for slots in a fair
+queue (engine/fair_queue.py): round-robin across identities, each identity's
+in arrival order. The worker admits the next one as soon as enough slots are
+free (between two decode steps) and runs steps while any request is
+generating. The next request is never overtaken, so one that needs several
 slots (n > 1) is not starved by a stream of small ones.
+
+One identity holds at most ``slots`` sequences; the context has
+``spare_slots`` more. So while one client keeps every slot busy, another's
+request starts at the next step in a spare sequence, instead of waiting for
+one of the first client's answers to end (which is what a queue alone, however
+fair, can offer). A lone client never uses the spare: its throughput is what
+it was, and the spare costs only its share of KV memory.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from collections.abc import AsyncIterator
 
 from hoshikage.engine.batch import BatchEngine, Job
 from hoshikage.engine.cpu_share import CpuShare
+from hoshikage.engine.fair_queue import FairQueue
 from hoshikage.engine.llama import Chunk, LoadedModel, Prompt
 from hoshikage.engine.prompt_cache import PromptCache
 from hoshikage.engine.sampling import SamplingParams
@@ -40,6 +49,11 @@ class TooManyChoices(Exception):
 
 class QueueFull(Exception):
     """Too many requests already wait for this model; the client should retry later."""
+
+    def __init__(self, waiting: int, identity: str | None = None):
+        super().__init__(waiting)
+        self.waiting = waiting
+        self.identity = identity  # set when it is this identity's own cap that is reached
 
 
 class TokenStream:
@@ -118,18 +132,25 @@ class TokenStream:
             yield item
 
 
+def _still_waiting(queued: tuple[Job, TokenStream]) -> bool:
+    return not queued[1].cancelled.is_set()
+
+
 class ModelScheduler:
     def __init__(self, model: LoadedModel, max_waiting: int, cpu_share: CpuShare | None = None,
-                 cache: PromptCache | None = None):
+                 cache: PromptCache | None = None, max_waiting_per_identity: int | None = None):
         self.model = model
         self.cpu_share = cpu_share  # None: always decode with the configured threads
         self.max_waiting = max_waiting
+        self.max_waiting_per_identity = (max_waiting if max_waiting_per_identity is None
+                                         else max_waiting_per_identity)
         self.leases = 0  # handed out by the pool, job not submitted yet
         self.running = 0  # requests holding slots
         self.cache = cache
         self._engine = BatchEngine(model, cache)
         self._forget_tags: set[str] = set()  # conversations forgotten, for the worker to drop between steps
-        self._queue: collections.deque[tuple[Job, TokenStream]] = collections.deque()
+        self._queue: FairQueue[tuple[Job, TokenStream]] = FairQueue()
+        self._holding: dict[str, int] = {}  # identity -> the slots its requests hold now
         self._touched: set[TokenStream] = set()  # streams that got chunks in this step
         self._lock = threading.Condition()
         self._closing = False
@@ -161,8 +182,12 @@ class ModelScheduler:
     @property
     def waiting(self) -> int:
         """Requests in the queue whose client still waits (a cancelled one is dropped when reached)."""
+        return sum(self.waiting_by_identity().values())
+
+    def waiting_by_identity(self) -> dict[str, int]:
+        """Requests whose client still waits, per identity (counts, never contents)."""
         with self._lock:
-            return sum(not stream.cancelled.is_set() for _, stream in self._queue)
+            return self._queue.counts(_still_waiting)
 
     @property
     def busy(self) -> bool:
@@ -174,23 +199,28 @@ class ModelScheduler:
         self.leases -= 1
 
     def submit(self, prompt: Prompt, sampling: SamplingParams, max_tokens: int | None, n: int = 1,
-               tag: str | None = None) -> TokenStream:
-        """Queue a request; QueueFull when it cannot start now and max_waiting clients already wait."""
+               tag: str | None = None, identity: str = "anonymous") -> TokenStream:
+        """Queue a request of IDENTITY; QueueFull when it cannot start now and max_waiting clients already wait,
+        or max_waiting_per_identity of IDENTITY's."""
         if n > self.slots:
             raise TooManyChoices(n, self.slots)
         stream = TokenStream(asyncio.get_running_loop(), n)
         unfinished = [n]  # choices still generating; only the worker thread changes it
 
         def emit(item: Chunk | BaseException) -> None:
-            self._emit(stream, item, unfinished)
+            self._emit(stream, item, unfinished, identity, n)
 
         job = Job(prompt, sampling, max_tokens, n, emit, stream.cancelled, tag)
         with self._lock:
-            must_wait = bool(self._queue) or self._engine.free_slots < n
-            waiting = sum(not queued.cancelled.is_set() for _, queued in self._queue)
-            if must_wait and waiting >= self.max_waiting:
-                raise QueueFull(waiting)
-            self._queue.append((job, stream))
+            must_wait = (bool(self._queue) or self._engine.free_slots < n
+                         or self._holding.get(identity, 0) + n > self.slots)
+            if must_wait:
+                counts = self._queue.counts(_still_waiting)
+                if counts.get(identity, 0) >= self.max_waiting_per_identity:
+                    raise QueueFull(counts[identity] if identity in counts else 0, identity)
+                if sum(counts.values()) >= self.max_waiting:
+                    raise QueueFull(sum(counts.values()))
+            self._queue.append(identity, (job, stream))
             self._lock.notify()
         return stream
 
@@ -201,13 +231,21 @@ class ModelScheduler:
         stream.hold(item)
         self._touched.add(stream)
 
-    def _emit(self, stream: TokenStream, item: Chunk | BaseException, unfinished: list[int]) -> None:
+    def _emit(self, stream: TokenStream, item: Chunk | BaseException, unfinished: list[int], identity: str,
+              n: int) -> None:
         self._send(stream, item)
         if isinstance(item, BaseException) or item.finish_reason is not None:
             unfinished[0] = 0 if isinstance(item, BaseException) else unfinished[0] - 1
             if unfinished[0] == 0:
                 with self._lock:
                     self.running -= 1
+                    self._release_hold(identity, n)
+
+    def _release_hold(self, identity: str, n: int) -> None:
+        """IDENTITY gives back the N slots of a request that ended (lock held)."""
+        self._holding[identity] -= n
+        if not self._holding[identity]:
+            del self._holding[identity]
 
     def _work(self) -> None:
         while True:
@@ -254,18 +292,19 @@ class ModelScheduler:
                 stream.wait_consumed(deadline)
 
     def _admit(self) -> None:
-        """Start queued requests, oldest first, while their slots are free (lock held)."""
+        """Start queued requests, each identity's turn in order, while their slots are free (lock held)."""
         while self._queue:
-            job, stream = self._queue[0]
+            identity, (job, stream) = self._queue.head(self._holding)
             if stream.cancelled.is_set():  # the client left while it waited its turn
-                self._queue.popleft()
+                self._queue.pop(identity, served=False)
                 for index in range(job.n):
                     self._send(stream, Chunk("", "cancelled", len(job.prompt.tokens), 0, index))
                 continue
-            if self._engine.free_slots < job.n:
-                return
-            self._queue.popleft()
+            if self._engine.free_slots < job.n or self._holding.get(identity, 0) + job.n > self.slots:
+                return  # (the next request's identity holds its share: everyone waiting holds as many or more)
+            self._queue.pop(identity, served=True)
             self.running += 1
+            self._holding[identity] = self._holding.get(identity, 0) + job.n
             stream.mark_started_threadsafe()  # the request reads what follows: its chunks, or the error
             try:
                 self._engine.admit(job)
@@ -274,6 +313,7 @@ class ModelScheduler:
                 self._engine.drop(job)
                 self._send(stream, error)
                 self.running -= 1
+                self._release_hold(identity, job.n)
 
     async def close(self) -> None:
         """Let the worker finish what it has, then free the model."""

@@ -120,11 +120,15 @@ class Memory:
 
     def forget(self, store: Store, conversation_id: str | None) -> None:
         """Forget one conversation (None: all), on disk and in this process; run through call()."""
-        if conversation_id is None:
-            store.forget_all()
-        else:
+        if conversation_id is not None:
             store.forget(conversation_id)
-        self.forget_cached(conversation_id)
+            self.forget_cached(conversation_id)
+            return
+        # Through an identity's view (memory/ownership.py) "all" is that identity's own.
+        owned = store.owned_ids() if hasattr(store, "owned_ids") else None
+        store.forget_all()
+        for each in [None] if owned is None else owned:
+            self.forget_cached(each)
 
     async def close(self) -> None:
         if self._store is not None:  # what this process's indexes wrote into their unused slots goes too

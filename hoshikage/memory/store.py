@@ -71,6 +71,7 @@ class ConversationInfo:
     last_used: int
     metadata: dict[str, str]
     implicit: bool  # created for a chain of responses, not by POST /v1/conversations
+    owner: str = ""  # the identity that created it (memory/ownership.py); "": stored before owners, the admins'
 
 
 def new_conversation_id() -> str:
@@ -163,14 +164,15 @@ class Store:
 
     # Conversations ----------------------------------------------------------
 
-    def create_conversation(self, metadata: dict[str, str], implicit: bool, conversation_id: str | None = None
-                            ) -> ConversationInfo:
+    def create_conversation(self, metadata: dict[str, str], implicit: bool, conversation_id: str | None = None,
+                            owner: str = "") -> ConversationInfo:
         conversation_id = conversation_id or new_conversation_id()
         now = int(time.time())
         records = self._records(conversation_key(conversation_id), create=True)
         records.add(ids=["conversation"], embeddings=[PLACEHOLDER], documents=[json.dumps(metadata)],
-                    metadatas=[{"kind": "conversation", "created_at": now, "last_used": now, "implicit": implicit}])
-        return ConversationInfo(conversation_id, now, now, metadata, implicit)
+                    metadatas=[{"kind": "conversation", "created_at": now, "last_used": now, "implicit": implicit,
+                                "owner": owner}])
+        return ConversationInfo(conversation_id, now, now, metadata, implicit, owner)
 
     def conversation(self, conversation_id: str) -> ConversationInfo:
         key = conversation_key(conversation_id)
@@ -181,7 +183,7 @@ class Store:
             raise NotFound(conversation_id)
         meta = found["metadatas"][0]
         return ConversationInfo(conversation_id, meta["created_at"], meta["last_used"],
-                                json.loads(found["documents"][0]), bool(meta["implicit"]))
+                                json.loads(found["documents"][0]), bool(meta["implicit"]), meta.get("owner", ""))
 
     def update_metadata(self, conversation_id: str, metadata: dict[str, str]) -> ConversationInfo:
         self.conversation(conversation_id)

@@ -31,14 +31,15 @@ from tests.conftest import REPO
 DOCUMENT = REPO / "docs" / "openapi.json"
 EXAMPLES = 100  # per operation and mode
 FEWER = {"DELETE /api/delete": 20, "DELETE /v1/conversations/{conversation_id}": 20,  # each forget rewrites the store
-         "DELETE /v1/responses/{response_id}": 20}
+         "DELETE /v1/responses/{response_id}": 20, "DELETE /hoshikage/memory/{id}": 20,
+         "DELETE /hoshikage/memory": 5}
 # Documented as always refused (Ollama's model store): a valid request is a 400 too.
 # Ollama's model management (refused, saying how to register a model), and the WebSocket mode's upgrade, which
 # no HTTP request generated from a document can complete (426 without Upgrade; test_responses_websocket.py).
 ALWAYS_REFUSED = {f"POST /api/{name}" for name in ("pull", "push", "create", "copy")} | {"GET /v1/responses"}
 MODEL = "gemma"
 # Placeholders: each DELETE gets a conversation or response of its own to forget.
-FORGETTABLE = {"conversation_id": "conv_" + "f" * 32, "response_id": "resp_" + "f" * 48}
+FORGETTABLE = {"conversation_id": "conv_" + "f" * 32, "response_id": "resp_" + "f" * 48, "id": "conv_" + "e" * 32}
 COVERED: dict[str, tuple[int, int]] = {}  # mode -> (operations, examples)
 
 
@@ -131,6 +132,8 @@ def _point_at_real_things(case, world: World, draw, positive: bool) -> None:
     params = case.path_parameters
     if params.get("conversation_id") == FORGETTABLE["conversation_id"]:
         case.path_parameters = {**params, "conversation_id": world.disposable_conversation()}
+    elif params.get("id") == FORGETTABLE["id"]:
+        case.path_parameters = {**params, "id": world.disposable_conversation()}
     elif params.get("response_id") == FORGETTABLE["response_id"]:
         case.path_parameters = {**params, "response_id": world.post("/v1/responses", {
             "model": MODEL, "input": "x", "max_output_tokens": 1})["id"]}

@@ -40,6 +40,8 @@ try:
     print(json.dumps({"tokens": answer.usage.completion_tokens}))
 except openai.APIConnectionError as error:
     print(json.dumps({"refused": repr(error.__cause__)}))
+except openai.PermissionDeniedError as error:  # TCP: the daemon refuses whom the socket's group keeps out
+    print(json.dumps({"denied": error.code}))
 """
 
 # One chat request over the unix socket: prints [status, error or null].
@@ -135,6 +137,8 @@ def test_install_use_upgrade_remove_purge(deb, gemma_path, tmp_path):
         assert as_user(machine, "alice", "tcp") == {"tokens": 3}
         refused = as_user(machine, "bob", "unix")
         assert "Permission denied" in refused.get("refused", ""), refused
+        # Outside the group on TCP too: the daemon tells bob by his uid and refuses him as the socket does.
+        assert as_user(machine, "bob", "tcp") == {"denied": "permission_denied"}
 
         # A file the service cannot see is refused when it is added, with the fix...
         machine.run("cp", f"/srv/models/{gemma_path.name}", "/root/mine.gguf")
@@ -234,13 +238,18 @@ def test_the_memory_package_gives_apt_users_memory_and_leaves_plain_chat_when_re
                            "--import", check=False).returncode == 0
         machine.run("useradd", "--create-home", "--groups", "hoshikage", "alice")
 
+        machine.run("useradd", "--create-home", "--groups", "hoshikage", "carol")
+        machine.run("useradd", "--create-home", "bob")
+
         status, first = memory_client(machine, "start")
         assert status == 200 and first.startswith("resp_"), (status, first)
+        _only_alice_and_root_see_it(machine, first)
         # The daemon exits when idle; the conversation is on disk and the chain goes on in the next one.
         wait_for(lambda: hoshikage_processes(machine) == "", IDLE_TIMEOUT + 60, "the idle exit")
         status, context = memory_client(machine, "continue", first)
         assert status == 200 and "Tamagawa Mochi" in context, (status, context)
         assert memory_client(machine, "embed") == [200, 384]  # the sentence model at /srv/embedding
+        _named_keys_own_their_conversations(machine)
 
         # Without the memory package: plain chat as before, memory a clear 503.
         assert machine.run("apt-get", "remove", "-y", "hoshikage-memory", check=False).returncode == 0
@@ -254,6 +263,75 @@ def test_the_memory_package_gives_apt_users_memory_and_leaves_plain_chat_when_re
         assert status == 404, (status, error)  # no sentence model without sentence-transformers
     finally:
         machine.stop()
+
+
+# One request as USER: prints [status, error code or null]; a refused connection prints ["refused", errno].
+LOOK_CLIENT = """
+import json, sys, httpx2
+transport = httpx2.HTTPTransport(uds="/run/hoshikage/hoshikage.sock") if sys.argv[1] == "unix" else None
+base = "http://hoshikage" if sys.argv[1] == "unix" else "http://127.0.0.1:8000"
+headers = {"Authorization": "Bearer " + sys.argv[4]} if len(sys.argv) > 4 else {}
+try:
+    with httpx2.Client(transport=transport, timeout=300, headers=headers) as http:
+        response = http.request(sys.argv[2], base + sys.argv[3])
+    body = response.json()
+    print(json.dumps([response.status_code, (body.get("error") or {}).get("code") if isinstance(body, dict) else None,
+                      body]))
+except httpx2.ConnectError as error:
+    print(json.dumps(["refused", str(error), None]))
+"""
+
+
+def look(machine, user: str, how: str, method: str, path: str, *key: str) -> list:
+    result = machine.run("runuser", "-u", user, "--", "env", "PYTHONPATH=/sdk", "/usr/bin/python3", "-c",
+                         LOOK_CLIENT, how, method, path, *key, check=False, timeout=400)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _only_alice_and_root_see_it(machine, response_id: str) -> None:
+    """Alice's stored chain is hers: 404 for carol (same group) on every transport, hidden from her `hoshikage
+    memory list`, shown to root's with alice as its owner; bob (outside the group) is refused everywhere."""
+    conversation = look(machine, "alice", "unix", "GET", f"/hoshikage/memory/{response_id}")[2]["id"]
+    for how in ("unix", "tcp"):
+        assert look(machine, "alice", how, "GET", f"/v1/responses/{response_id}")[0] == 200
+        for path in (f"/v1/responses/{response_id}", f"/v1/conversations/{conversation}",
+                     f"/v1/conversations/{conversation}/items", f"/hoshikage/memory/{conversation}/context"):
+            assert look(machine, "carol", how, "GET", path)[:2] == [404, "not_found"], (how, path)
+        assert look(machine, "carol", how, "DELETE", f"/v1/conversations/{conversation}")[:2] == [404, "not_found"]
+    assert look(machine, "bob", "unix", "GET", "/v1/models")[0] == "refused"
+    assert look(machine, "bob", "tcp", "GET", "/v1/models")[:2] == [403, "permission_denied"]
+    listed = {user: machine.run("runuser", "-u", user, "--", "hoshikage", "memory", "list", check=False)
+              for user in ("alice", "carol", "bob")}
+    listed["root"] = machine.run("hoshikage", "memory", "list", check=False)
+    for user in ("alice", "carol", "root"):
+        assert listed[user].returncode == 0, (user, listed[user].stderr)
+    assert conversation in listed["alice"].stdout and conversation in listed["root"].stdout
+    assert conversation not in listed["carol"].stdout
+    assert "alice" in listed["root"].stdout  # its owner, by name
+    assert listed["bob"].returncode != 0 and "Traceback" not in listed["bob"].stderr, listed["bob"]
+    shown = machine.run("runuser", "-u", "carol", "--", "hoshikage", "memory", "show", conversation, check=False)
+    assert shown.returncode != 0 and "Tamagawa" not in shown.stdout, shown
+    journal = machine.run("journalctl", "-u", "hoshikage.service", "-o", "json", "--no-pager").stdout
+    uid = machine.run("id", "-u", "carol").stdout.strip()
+    assert any(json.loads(line).get("IDENTITY") == f"uid:{uid}" for line in journal.splitlines()), journal[-2000:]
+
+
+def _named_keys_own_their_conversations(machine) -> None:
+    """With api_keys set, TCP needs a key (even for alice), and each key's name owns what it creates."""
+    machine.run("sh", "-c", "mkdir -p /etc/hoshikage/conf.d && printf 'api_keys:\n  dana: dana-key-0001\n"
+                            "  erin: erin-key-0002\n' > /etc/hoshikage/conf.d/keys.yaml")
+    wait_for(lambda: hoshikage_processes(machine) == "", IDLE_TIMEOUT + 60, "the idle exit")  # read at next start
+    assert look(machine, "alice", "tcp", "GET", "/v1/models")[:2] == [401, "invalid_api_key"]
+    created = look(machine, "alice", "tcp", "POST", "/v1/conversations", "dana-key-0001")
+    assert created[0] == 200, created
+    conversation = created[2]["id"]
+    assert look(machine, "alice", "tcp", "GET", f"/v1/conversations/{conversation}", "dana-key-0001")[0] == 200
+    assert look(machine, "alice", "tcp", "GET", f"/v1/conversations/{conversation}",
+                "erin-key-0002")[:2] == [404, "not_found"]
+    journal = machine.run("journalctl", "-u", "hoshikage.service", "-o", "json", "--no-pager").stdout
+    assert any(json.loads(line).get("IDENTITY") == "key:dana" for line in journal.splitlines())
+    assert "dana-key-0001" not in journal
 
 
 # An x86-64-v2 CPU: SSE4.2, no AVX, AVX2 or AVX-512 (numpy's wheels need v2 at least).

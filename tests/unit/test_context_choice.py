@@ -43,7 +43,8 @@ def test_commands_without_the_pool_say_the_same_for_chat_and_embedding_models():
 
     from hoshikage.engine.context_choice import context_for
 
-    settings = SimpleNamespace(context_length=None, memory_budget_mib=18 * 1024, slots=4, prompt_cache_ram_mib=1024)
+    settings = SimpleNamespace(context_length=None, memory_budget_mib=18 * 1024, slots=4, spare_slots=1,
+                               prompt_cache_ram_mib=1024)
     assert context_for(entry(), settings).tokens == 32768
     embedding = ModelEntry(alias="e", path="/e.gguf", embedding=True, gguf={"context_length": 512})
     assert context_for(embedding, settings).tokens == 512

@@ -1,34 +1,25 @@
-"""Per-transport access policy: an API key guards TCP; the unix socket is guarded by its group.
-
-systemd hands us every socket under one name, so the transport is told by the
-socket's own address family, never by configuration order.
-"""
+"""The first middleware: who is asking (api/http/identity.py), and the refusal of those who may not ask."""
 
 from __future__ import annotations
-
-import hmac
-import socket
 
 from aiohttp import web
 
 from hoshikage.api.http import keys
-from hoshikage.api.http.errors import APIError
+from hoshikage.api.http.identity import ANONYMOUS, Identity
 
 OPEN_PATHS = frozenset({"/health"})
-
-
-def is_unix_socket(request: web.Request) -> bool:
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    return sock is not None and sock.family == socket.AF_UNIX
+IDENTITY = "identity"  # the request's key for its Identity
 
 
 @web.middleware
-async def api_key_middleware(request: web.Request, handler):
-    expected = request.app[keys.SETTINGS].api_key
-    if expected and request.path not in OPEN_PATHS and not is_unix_socket(request):
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
-            raise APIError(401, "Incorrect API key provided. Send it as 'Authorization: Bearer KEY'; "
-                                "the unix socket needs none.", code="invalid_api_key")
+async def identity_middleware(request: web.Request, handler):
+    """Tell who is asking before anything else runs; refuse those who may not ask."""
+    if request.path in OPEN_PATHS:
+        request[IDENTITY] = ANONYMOUS
+    else:
+        request[IDENTITY] = await request.app[keys.ACCESS].identify(request)
     return await handler(request)
+
+
+def identity_of(request: web.Request) -> Identity:
+    return request.get(IDENTITY, ANONYMOUS)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from hoshikage.activity import Activity
 from hoshikage.api.http.connections import ConnectionGuard
+from hoshikage.api.http.identity import Access
 from hoshikage.config import Settings
 from hoshikage.engine.cpu_weights import RepackDecision
 from hoshikage.engine.models import ModelPool
@@ -14,6 +15,7 @@ from hoshikage.metrics import Metrics
 from hoshikage.registry import Registry
 
 SETTINGS = web.AppKey("settings", Settings)
+ACCESS = web.AppKey("access", Access)
 REGISTRY = web.AppKey("registry", Registry)
 POOL = web.AppKey("pool", ModelPool)
 ACTIVITY = web.AppKey("activity", Activity)

@@ -8,6 +8,11 @@ forgets it for good (memory/store.py: nothing stays on disk).
 response; or a response id) shows the context that response's model was
 given: the verbatim turns, the summary sentences, the recalled passages and
 the token counts. ``hoshikage memory context ID`` prints the same.
+
+``/hoshikage/memory`` (GET: list, DELETE: forget all) and ``/hoshikage/memory/{id}``
+(GET: show, DELETE: forget) are what ``hoshikage memory`` asks when its user
+cannot read the store. Each sees what the caller owns (an admin: everything),
+like every memory endpoint: memory_access.call hands them the identity's view.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from aiohttp import web
 from hoshikage.api.http import keys
 from hoshikage.api.http.body import read_json
 from hoshikage.api.http.errors import APIError, invalid
-from hoshikage.api.memory_access import call
+from hoshikage.api.memory_access import call, store_method
 from hoshikage.api.responses.items import list_page, stored_item
 from hoshikage.api.responses.protocol import parse_input, parse_metadata
 from hoshikage.memory.store import ConversationInfo, NotFound, Store, conversation_key, response_key
@@ -53,7 +58,7 @@ async def create_conversation(request: web.Request) -> web.Response:
 
 
 async def get_conversation(request: web.Request) -> web.Response:
-    info = await call(request, Store.conversation, request.match_info["conversation_id"])
+    info = await call(request, store_method("conversation"), request.match_info["conversation_id"])
     return web.json_response(conversation_object(info))
 
 
@@ -61,7 +66,7 @@ async def update_conversation(request: web.Request) -> web.Response:
     body = await _body(request)
     if "metadata" not in body:
         raise invalid("'metadata' is required", param="metadata")
-    info = await call(request, Store.update_metadata, request.match_info["conversation_id"],
+    info = await call(request, store_method("update_metadata"), request.match_info["conversation_id"],
                       parse_metadata(body.get("metadata")))
     return web.json_response(conversation_object(info))
 
@@ -132,6 +137,55 @@ async def memory_context(request: web.Request) -> web.Response:
     return web.json_response(report)
 
 
+def _conversation_of(store: Store, some_id: str) -> str:
+    """The conversation SOME_ID names: itself, or a response's."""
+    if response_key(some_id):
+        return store.response(some_id)["conversation_id"]
+    store.conversation(some_id)
+    return some_id
+
+
+def shown_conversation(store: Store, some_id: str) -> dict[str, Any]:
+    info = store.conversation(_conversation_of(store, some_id))
+    return {**conversation_object(info), "owner": info.owner, "last_used": info.last_used,
+            "turns": [{"position": turn.position, "role": turn.role, "text": turn.text}
+                      for turn in store.turns(info.id)]}
+
+
+def _forget_one(store: Store, memory, some_id: str) -> str:
+    conversation_id = _conversation_of(store, some_id)
+    memory.forget(store, conversation_id)
+    return conversation_id
+
+
+def _forget_all(store: Store, memory) -> int:
+    count = len(store.conversations())
+    memory.forget(store, None)
+    return count
+
+
+async def memory_list(request: web.Request) -> web.Response:
+    from hoshikage.memory.ownership import listing
+
+    return web.json_response({"object": "list", "data": await call(request, listing)})
+
+
+async def memory_show(request: web.Request) -> web.Response:
+    shown = await call(request, shown_conversation, request.match_info["id"], kind="conversation or response")
+    return web.json_response(shown)
+
+
+async def memory_forget(request: web.Request) -> web.Response:
+    conversation_id = await call(request, _forget_one, request.app[keys.MEMORY], request.match_info["id"],
+                                 kind="conversation or response")
+    return web.json_response({"id": conversation_id, "object": "conversation.deleted", "deleted": True})
+
+
+async def memory_forget_all(request: web.Request) -> web.Response:
+    count = await call(request, _forget_all, request.app[keys.MEMORY])
+    return web.json_response({"object": "hoshikage.memory.forgotten", "forgotten": count})
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/conversations", create_conversation)
     app.router.add_get("/v1/conversations/{conversation_id}", get_conversation)
@@ -141,3 +195,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/conversations/{conversation_id}/items", add_items)
     app.router.add_get("/v1/conversations/{conversation_id}/items/{item_id}", get_item)
     app.router.add_get("/hoshikage/memory/{id}/context", memory_context)
+    app.router.add_get("/hoshikage/memory", memory_list)
+    app.router.add_delete("/hoshikage/memory", memory_forget_all)
+    app.router.add_get("/hoshikage/memory/{id}", memory_show)
+    app.router.add_delete("/hoshikage/memory/{id}", memory_forget)

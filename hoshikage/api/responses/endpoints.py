@@ -30,7 +30,7 @@ from hoshikage.api.http import keys
 from hoshikage.api.http.body import read_json, read_json_object
 from hoshikage.api.http.errors import APIError, invalid
 from hoshikage.api.http.sse import open_event_stream
-from hoshikage.api.memory_access import assemble_context, call, memory_log_fields
+from hoshikage.api.memory_access import assemble_context, call, memory_log_fields, store_method
 from hoshikage.api.responses.items import function_call_item, list_page, message_item, stored_item
 from hoshikage.api.responses.protocol import (ResponsesRequest, format_echo, item_message, parse_input,
                                               parse_responses_request)
@@ -417,13 +417,13 @@ async def stream_events(request: web.Request, turn: _Turn, first: Chunk, chunks,
 # Stored responses ----------------------------------------------------------------
 
 async def get_response(request: web.Request) -> web.Response:
-    record = await call(request, Store.response, request.match_info["response_id"], kind="response")
+    record = await call(request, store_method("response"), request.match_info["response_id"], kind="response")
     return web.json_response(record["object"])
 
 
 async def delete_response(request: web.Request) -> web.Response:
     response_id = request.match_info["response_id"]
-    await call(request, Store.delete_response, response_id, kind="response")
+    await call(request, store_method("delete_response"), response_id, kind="response")
     return web.json_response({"id": response_id, "object": "response.deleted", "deleted": True})
 
 

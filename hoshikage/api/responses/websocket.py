@@ -38,6 +38,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from hoshikage.api.http import keys
+from hoshikage.api.http.auth import IDENTITY, identity_of
 from hoshikage.api.http.body import parse_json
 from hoshikage.api.http.errors import APIError, invalid
 from hoshikage.api.responses.endpoints import (HeldResponse, event_sender, failed_object, start_turn,
@@ -146,6 +147,7 @@ class _Session:
         """One response.create, logged and counted like a request of its own."""
         request = self.request.clone()  # its own model, tokens and log fields; the same app and connection
         request["request_id"] = uuid.uuid4().hex[:16]
+        request[IDENTITY] = identity_of(self.request)  # the connection's: a clone starts with no state
         request["started"] = started = time.monotonic()
         activity, metrics = request.app[keys.ACTIVITY], request.app[keys.METRICS]
         activity.begin()
@@ -160,7 +162,8 @@ class _Session:
             metrics.count("hoshikage_requests", ("/v1/responses (websocket)", str(status)))
             metrics.observe("hoshikage_request_duration_seconds", ("/v1/responses (websocket)",), elapsed)
             log.info("WEBSOCKET response.create %d %d ms", status, round(elapsed * 1000),
-                     extra={"REQUEST_ID": request["request_id"], "MODEL": request.get("model", ""), "STATUS": status,
+                     extra={"REQUEST_ID": request["request_id"], "IDENTITY": request[IDENTITY].name,
+                            "MODEL": request.get("model", ""), "STATUS": status,
                             "TOKENS": request.get("tokens", 0), "DURATION_MS": round(elapsed * 1000),
                             **request.get("log_fields", {})})
 
