@@ -13,6 +13,7 @@ import argparse
 import datetime
 import json
 import os
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -128,11 +129,12 @@ def _print_listing(entries: list[dict]) -> None:
     # An id is copied whole into the next command: never wrapped, never cut.
     table.add_column("id", no_wrap=True, min_width=max(len(entry["id"]) for entry in entries))
     for heading in ("owner", "turns", "responses", "last used", "size", "origin"):
-        table.add_column(heading)
+        table.add_column(heading, no_wrap=True)
     for entry in entries:
         table.add_row(entry["id"], _owner(entry["owner"]), str(entry["turns"]), str(entry["responses"]),
                       _when(entry["last_used"]), f"{entry['size'] / 1024:.1f} KiB", entry["origin"])
-    Console().print(table)
+    # Read by a program or a pager, the table keeps its width; a terminal narrower than it gets rich's folding.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 def _owner(owner: str) -> str:
