@@ -7,10 +7,10 @@ would not fit most machines at its trained length. So, in order:
 1. the registration's ``--ctx``;
 2. the ``context_length`` setting when it is a number;
 3. ``auto`` (the default): the model's trained context (``n_ctx_train`` from the GGUF header), capped so that
-   ``slots`` KV caches (bytes per token from the header's attention shape, f16) take at most half of what the
-   memory budget leaves after the weights, compute buffers and the prompt cache's host tier; the other half is
-   room for another model. Rounded down to a multiple of 256, never below MIN_AUTO_CONTEXT (a model that cannot
-   hold that much fails its load with the memory budget named, as any model too large does).
+   ``slots + spare_slots`` KV caches (bytes per token from the header's attention shape, f16) take at most half
+   of what the memory budget leaves after the weights, compute buffers and the prompt cache's host tier; the
+   other half is room for another model. Rounded down to a multiple of 256, never below MIN_AUTO_CONTEXT (a
+   model that cannot hold that much fails its load with the memory budget named, as any model too large does).
 
 The choice and its reason are shown by ``hoshikage show``, ``/api/show`` and ``/v1/status``. Pure logic.
 """
@@ -33,9 +33,10 @@ class ContextChoice:
     reason: str  # one line, for show and status
 
 
-def choose_context(entry: ModelEntry, setting: int | None, slots: int, budget_bytes: int,
+def choose_context(entry: ModelEntry, setting: int | None, sequences: int, budget_bytes: int,
                    reserved_bytes: int = 0) -> ContextChoice:
-    """ENTRY's context per slot. SETTING: the context_length setting (None: auto); BUDGET_BYTES: the memory
+    """ENTRY's context per slot. SETTING: the context_length setting (None: auto); SEQUENCES: the KV sequences
+    of its context (slots and spare_slots); BUDGET_BYTES: the memory
     budget of all loaded models; RESERVED_BYTES: what the model takes besides weights and KV (compute buffers,
     the prompt cache's host tier)."""
     if entry.context_length:
@@ -52,13 +53,13 @@ def choose_context(entry: ModelEntry, setting: int | None, slots: int, budget_by
         return ContextChoice(tokens, f"the model's trained context is {trained}; its KV cost per token is "
                                      f"unknown, so at most {FALLBACK_CONTEXT}")
     room = max(0, budget_bytes - int(gguf.get("size_bytes") or 0) - reserved_bytes) * KV_SHARE
-    fits = int(room // (per_token * max(1, slots))) // GRANULE * GRANULE
+    fits = int(room // (per_token * max(1, sequences))) // GRANULE * GRANULE
     if fits >= trained:
         return ContextChoice(trained, "the model's trained context")
     tokens = max(MIN_AUTO_CONTEXT, fits)
-    return ContextChoice(tokens, f"the model's trained context is {trained}; {slots} slots of KV cache at "
-                                 f"{per_token} bytes per token fit {fits} tokens each in half the memory budget "
-                                 f"left after the weights")
+    return ContextChoice(tokens, f"the model's trained context is {trained}; {sequences} KV caches (slots and "
+                                 f"spare slots) at {per_token} bytes per token fit {fits} tokens each in half the "
+                                 "memory budget left after the weights")
 
 
 def embedding_context(entry: ModelEntry, setting: int | None, trained: int | None) -> int:
