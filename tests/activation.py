@@ -39,6 +39,7 @@ class Activator:
         self.exit_codes: list[int] = []
         self.current: subprocess.Popen | None = None
         self._stopping = threading.Event()
+        self._spawning = threading.Lock()  # stop() sees either no new waiter, or the one it must end
         self._launched = threading.Event()
         self._thread = threading.Thread(target=self._supervise, daemon=True)
         self._thread.start()
@@ -65,8 +66,11 @@ class Activator:
         return process
 
     def _supervise(self) -> None:
-        while not self._stopping.is_set():
-            self.current = self._spawn()
+        while True:
+            with self._spawning:
+                if self._stopping.is_set():
+                    return
+                self.current = self._spawn()
             self._launched.set()
             code = self.current.wait()
             if not self._stopping.is_set():
@@ -85,10 +89,13 @@ class Activator:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self.current and self.current.poll() is None:
-            self.current.terminate()
-            self.current.wait(30)
+        # Under the lock: a daemon that has just exited cannot be replaced by a waiter nobody would end.
+        with self._spawning:
+            self._stopping.set()
+            current = self.current
+        if current and current.poll() is None:
+            current.terminate()
+            current.wait(30)
         self._thread.join(30)
         self.tcp.close()
         self.unix.close()
