@@ -100,6 +100,25 @@ def _optional_prefix(value: Any) -> str | None:
     return value
 
 
+def _chroma_url(value: Any) -> str | None:
+    """A Chroma server's address: http(s)://host[:port]; None or "": the embedded store."""
+    if value in (None, ""):
+        return None
+    from urllib.parse import urlsplit
+
+    text = str(value).strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError("must be a URL such as http://127.0.0.1:8001") from None
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/")
+            or parts.query or parts.fragment or parts.username):
+        raise ValueError("must be http://host:port or https://host:port, with no path, such as "
+                         "http://127.0.0.1:8001")
+    return text.rstrip("/")
+
+
 def _memory_overflow(value: Any) -> str:
     if value is False:  # YAML reads a bare `off` as false
         return "off"
@@ -225,6 +244,12 @@ OPTIONS: tuple[Option, ...] = (
            "size of the RAM disk in GiB", ("RAMDISK_SIZE",)),
     Option("chroma_path", _optional_path, lambda: None,
            "ChromaDB directory (default: STATE_DIR/chroma)", ("CHROMA_PATH",)),
+    Option("chroma_url", _chroma_url, lambda: None,
+           "a Chroma server (http://host:port) that holds conversation memory instead of chroma_path; "
+           "daemons that share it share conversations"),
+    Option("chroma_token", _optional_text, lambda: None,
+           "sent to the Chroma server as \"Authorization: Bearer TOKEN\" (for a proxy or a hosted server "
+           "that checks it)"),
     Option("sentence_bert_model", _text, lambda: "cl-nagoya/ruri-small-v2",
            "embedding model for conversation memory", ("SENTENCE_BERT_MODEL",)),
     Option("cluster_divisor", _positive_int, lambda: 100,
@@ -334,6 +359,8 @@ class Settings:
     ramdisk_path: Path
     ramdisk_size: float
     chroma_path: Path | None
+    chroma_url: str | None
+    chroma_token: str | None
     sentence_bert_model: str
     sentence_model_alias: str | None
     cluster_divisor: int

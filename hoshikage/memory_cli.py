@@ -47,10 +47,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _reads_store(settings: Settings) -> bool:
-    """Whether this user may open the store itself: root, or the user whose state directory it is."""
+    """Whether this user may open the store itself: root, or the user whose state directory it is (on a Chroma
+    server too: the token and the daemon's bookkeeping are theirs)."""
     if os.geteuid() == 0:
         return True
-    for place in (settings.memory_dir, settings.state_dir):
+    for place in (settings.state_dir,) if settings.chroma_url else (settings.memory_dir, settings.state_dir):
         try:
             if place.exists():
                 return os.access(place, os.R_OK | os.W_OK | os.X_OK)
@@ -62,7 +63,7 @@ def _reads_store(settings: Settings) -> bool:
 def _on_store(settings: Settings, args: argparse.Namespace) -> int:
     from hoshikage.memory.store import MemoryUnavailable, NotFound, Store
 
-    if not settings.memory_dir.exists():
+    if settings.chroma_url is None and not settings.memory_dir.exists():
         if args.memory_command in ("list", "ls") or getattr(args, "all", False):
             if getattr(args, "all", False):
                 _forget_saved_kv(settings, None)
@@ -70,10 +71,13 @@ def _on_store(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         raise MemoryCommandError(f"no conversation {args.id!r}: nothing is remembered yet")
     try:
-        store = Store(settings.memory_dir)
-        if args.memory_command == "forget":
-            return _forget(store, args, settings)
-        return VERBS[args.memory_command](store, args)
+        store = Store(settings.memory_dir, settings.chroma_url, settings.chroma_token)
+        try:
+            if args.memory_command == "forget":
+                return _forget(store, args, settings)
+            return VERBS[args.memory_command](store, args)
+        finally:
+            store.close()
     except MemoryUnavailable as error:
         raise MemoryCommandError(str(error)) from None
     except NotFound as missing:

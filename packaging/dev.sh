@@ -12,11 +12,12 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-dev build-essential cmake pkg-config libsystemd-dev systemd)
 # The tests also boot Debian 12 containers (systemd-container, debootstrap),
-# build and check the .deb (debhelper, dh-virtualenv, dpkg-dev, lintian), and
+# build and check the .deb (debhelper, dh-virtualenv, dpkg-dev, lintian),
 # build and run the container image (podman, podman-compose; runc, see
-# tests/system/test_container_image.py), and run the .deb on an older CPU (qemu-user).
+# tests/system/test_container_image.py), run the .deb on an older CPU (qemu-user), and put two
+# daemons behind a load balancer (haproxy; tests/integration/test_scaling_out.py).
 TEST_APT_PACKAGES=(systemd-container debootstrap util-linux debhelper dh-virtualenv dpkg-dev lintian
-                   podman podman-compose runc iptables qemu-user)
+                   podman podman-compose runc iptables qemu-user haproxy)
 
 install_apt_packages() {
   local missing=()

@@ -129,9 +129,9 @@ class Daemon:
 
     def __init__(self, state_dir: Path, extra_env: dict[str, str] | None = None, *args: str,
                  launcher: tuple[str, ...] = ("-m", "hoshikage"), python: tuple[str, ...] = (sys.executable,),
-                 ready_timeout: float = READY_TIMEOUT):
+                 ready_timeout: float = READY_TIMEOUT, port: int | None = None):
         self.state_dir = state_dir
-        self.port = free_tcp_port()
+        self.port = port or free_tcp_port()
         self.unix_path = state_dir / "hoshikage.sock"
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = state_dir / "daemon.log"

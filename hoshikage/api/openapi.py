@@ -71,7 +71,7 @@ STATUS = s.obj(["status", "version", "uptime_seconds", "loaded_models", "queue",
     "status": {"const": "ok"}, "version": s.STRING, "uptime_seconds": {"type": "number"},
     "loaded_models": {"type": "array"}, "registered_models": {"type": "array", "items": s.STRING},
     "devices": {"type": "array"}, "queue": {"type": "object"}, "idle": {"type": "object"},
-    "connections": {"type": "object"}, "requests_served": s.INTEGER})
+    "connections": {"type": "object"}, "requests_served": s.INTEGER, "memory": {"type": "object"}})
 
 _REASONS = {
     400: "invalid request (names the param)", 401: "a bearer key is required on TCP",

@@ -36,6 +36,9 @@ async def status(request: web.Request) -> web.Response:
             "waiting_by_identity": _summed(model["waiting_by_identity"] for model in models),
         },
         "requests_served": activity.served,
+        # Where conversations live: a directory of this daemon's, or a Chroma server its fleet shares.
+        "memory": {"store": settings.chroma_url or str(settings.memory_dir), "server": settings.chroma_url is not None,
+                   "opened": request.app[keys.MEMORY].opened},
         "connections": request.app[keys.CONNECTIONS].describe(),
         "idle": {
             "timeout_seconds": idle_timeout,

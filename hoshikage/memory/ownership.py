@@ -23,7 +23,7 @@ from hoshikage.memory.store import ConversationInfo, NotFound, Store, conversati
 _BY_CONVERSATION = frozenset({"conversation", "update_metadata", "forget", "turns", "responses", "append",
                               "add_sentences", "sentences", "summaries", "keep_summary", "size"})
 _BY_RESPONSE = frozenset({"response", "delete_response"})
-_UNSCOPED = frozenset({"compact", "scrub_indexes", "path"})
+_UNSCOPED = frozenset({"compact", "scrub_indexes", "path", "url", "location"})
 
 
 class OwnedStore:

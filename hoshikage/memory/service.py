@@ -41,13 +41,15 @@ class MemorySettings:
     rule: ClusterRule
     retention_days: int
     threads: int | None = None
+    chroma_url: str | None = None  # a Chroma server instead of the directory chroma_path
+    chroma_token: str | None = None
 
     @classmethod
     def from_settings(cls, settings) -> MemorySettings:
         return cls(settings.memory_dir, settings.sentence_bert_model,
                    settings.embedding_query_prefix, settings.embedding_passage_prefix,
                    ClusterRule(settings.cluster_divisor, settings.min_clusters, settings.max_clusters),
-                   settings.memory_retention_days, settings.threads)
+                   settings.memory_retention_days, settings.threads, settings.chroma_url, settings.chroma_token)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,13 +91,13 @@ class Memory:
     def store(self) -> Store:
         if self._store is None:
             started = time.monotonic()
-            store = Store(self.settings.chroma_path)
+            store = Store(self.settings.chroma_path, self.settings.chroma_url, self.settings.chroma_token)
             expired = store.expire(self.settings.retention_days)
             if expired:
                 log.info("forgot %d conversations unused for %d days", len(expired), self.settings.retention_days)
             self._store = store
             self.first_use_seconds = time.monotonic() - started
-            log.info("conversation store %s opened in %.1f s", self.settings.chroma_path, self.first_use_seconds)
+            log.info("conversation store %s opened in %.1f s", store.location, self.first_use_seconds)
         return self._store
 
     def embedder(self) -> Embedder:
@@ -133,6 +135,7 @@ class Memory:
     async def close(self) -> None:
         if self._store is not None:  # what this process's indexes wrote into their unused slots goes too
             await self.call(Store.scrub_indexes)
+            await self.call(Store.close)
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
 
     # Recollection ---------------------------------------------------------------

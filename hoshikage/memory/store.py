@@ -21,12 +21,21 @@ finds its collection without an index that would outlive a forget.
 Every method blocks; the memory service calls them from its one worker thread.
 A turn is written in the same ChromaDB call as its response record: one SQLite
 transaction, on disk before the answer ends.
+
+The same records live on a Chroma server (setting ``chroma_url``, issue 27) when
+several daemons share conversations. There the write is one request, so a turn is
+stored whole or not at all; an unreachable server is MemoryUnavailable naming the
+URL, never a 404. What this module does to the embedded store's files after a
+forget (VACUUM, removing and zeroing index files) cannot reach a server's disk:
+there a forget deletes the collections through the server's API, and the
+server's own storage decides when their bytes leave its disk (README, "Scaling out").
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +53,8 @@ _KEY = re.compile(r"^[0-9a-f]{32}$")
 HNSW_FORMAT = 1  # header.bin's version: int32, then offsetLevel0, max_elements, cur_element_count, size per element
 _SEGMENT_DIR = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 PLACEHOLDER = [0.0]
+SERVER_TIMEOUT_SECONDS = 30.0  # longest one call to a Chroma server may take
+SERVER_CONNECT_SECONDS = 5.0
 
 
 class MemoryUnavailable(Exception):
@@ -127,15 +138,61 @@ def _index_cache_of(count: int):
         rust.resource = real
 
 
+def _server_failure(error: Exception) -> bool:
+    """Whether ERROR is the Chroma server failing (unreachable, timed out, answering 5xx), not a record missing."""
+    from chromadb.errors import ChromaError, NotFoundError
+
+    if isinstance(error, NotFoundError):
+        return False
+    return isinstance(error, ChromaError) or type(error).__module__.split(".")[0] in ("httpx", "httpcore")
+
+
+def _missing(error: Exception) -> bool:
+    from chromadb.errors import NotFoundError
+
+    return isinstance(error, (NotFoundError, ValueError)) and not _server_failure(error)
+
+
+def _server_failures_unavailable(cls):
+    """Every public method of CLS raises MemoryUnavailable naming the URL when its Chroma server fails."""
+    def wrap(method):
+        @functools.wraps(method)
+        def wrapped(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as error:
+                if self.url is None or not _server_failure(error):
+                    raise
+                raise MemoryUnavailable(f"the Chroma server at {self.url} (setting chroma_url) failed: "
+                                        f"{type(error).__name__}: {error}") from None
+        return wrapped
+
+    for name, member in list(vars(cls).items()):
+        if callable(member) and not name.startswith("_"):
+            setattr(cls, name, wrap(member))
+    return cls
+
+
+def _not_installed() -> MemoryUnavailable:
+    return MemoryUnavailable("conversation memory needs chromadb, which is not installed: install the "
+                             "hoshikage-memory package (`apt install hoshikage-memory`), or from source "
+                             "the memory extra, `pip install 'hoshikage[memory]'`")
+
+
+@_server_failures_unavailable
 class Store:
-    def __init__(self, path: Path):
+    """PATH: the embedded store's directory; URL (and TOKEN): a Chroma server instead."""
+
+    def __init__(self, path: Path, url: str | None = None, token: str | None = None):
         self.path = path
+        self.url = url
         try:
             import chromadb
         except ImportError:
-            raise MemoryUnavailable("conversation memory needs chromadb, which is not installed: install the "
-                                    "hoshikage-memory package (`apt install hoshikage-memory`), or from source "
-                                    "the memory extra, `pip install 'hoshikage[memory]'`") from None
+            raise _not_installed() from None
+        if url is not None:
+            self._client = _server_client(chromadb, url, token)
+            return
         try:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(path, 0o700)  # what users said is theirs: the daemon user's alone
@@ -146,6 +203,17 @@ class Store:
             raise MemoryUnavailable(f"the conversation store at {path} (setting chroma_path) cannot be opened: "
                                     f"{type(error).__name__}: {error}") from None
 
+    @property
+    def location(self) -> str:
+        return self.url or str(self.path)
+
+    def close(self) -> None:
+        """Close a server's connections (the embedded store has nothing to close before exit)."""
+        if self.url is not None:
+            self._client.close()
+            for session in _sessions_of(self._client):
+                session.close()
+
     # Collections -------------------------------------------------------------
 
     def _records(self, key: str, create: bool = False):
@@ -154,8 +222,10 @@ class Store:
             return self._client.get_or_create_collection(name, embedding_function=None)
         try:
             return self._client.get_collection(name, embedding_function=None)
-        except Exception:  # chromadb raises NotFoundError (a ValueError in older releases)
-            raise NotFound("conv_" + key) from None
+        except Exception as error:  # chromadb raises NotFoundError (a ValueError in older releases)
+            if _missing(error):
+                raise NotFound("conv_" + key) from None
+            raise
 
     def _sentences(self, key: str, model_name: str):
         return self._client.get_or_create_collection(
@@ -235,9 +305,10 @@ class Store:
         """Leave nothing of dropped collections on disk: VACUUM ChromaDB's SQLite file (deleted rows' pages
         are rewritten away, not left readable), and remove the index directories of segments that no
         longer exist (ChromaDB leaves them behind, and hnswlib writes its files from uninitialised
-        memory, which can hold any text the process has seen)."""
+        memory, which can hold any text the process has seen). Nothing to do on a server: its files are
+        not this process's."""
         database = self.path / "chroma.sqlite3"
-        if not database.exists():
+        if self.url is not None or not database.exists():
             return
         connection = sqlite3.connect(database, timeout=30)
         try:
@@ -258,6 +329,8 @@ class Store:
         conversations, forgotten ones included. Run after a forget and when the daemon exits (an index
         still open in this process may write its slots again; the next process loads them zeroed).
         """
+        if self.url is not None:
+            return
         for entry in self.path.iterdir():
             header = entry / "header.bin"
             if not (entry.is_dir() and _SEGMENT_DIR.match(entry.name) and header.exists()):
@@ -400,6 +473,51 @@ class Store:
         """Bytes of text the conversation holds (turns and response objects)."""
         found = self._records(conversation_key(conversation_id)).get(include=["documents"])
         return sum(len(document.encode()) for document in found["documents"] if document)
+
+
+def _server_client(chromadb, url: str, token: str | None):
+    """A client of the Chroma server at URL; MemoryUnavailable naming it when it does not answer or refuses."""
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    timeout = httpx.Timeout(SERVER_TIMEOUT_SECONDS, connect=SERVER_CONNECT_SECONDS)
+    # Asked first with a client of our own, closed here: chromadb's, failing in its constructor, would leave its
+    # connections open, and say less about why.
+    try:
+        with httpx.Client(timeout=timeout, headers=headers) as http:
+            answer = http.get(f"{url}/api/v2/auth/identity")
+    except httpx.HTTPError as error:
+        raise MemoryUnavailable(f"the Chroma server at {url} (setting chroma_url) cannot be reached: "
+                                f"{type(error).__name__}: {error}") from None
+    if answer.status_code in (401, 403):
+        raise MemoryUnavailable(f"the Chroma server at {url} (setting chroma_url) refused this daemon (HTTP "
+                                f"{answer.status_code}): set chroma_token to the token it expects")
+    if answer.status_code != 200:
+        raise MemoryUnavailable(f"the Chroma server at {url} (setting chroma_url) answered HTTP "
+                                f"{answer.status_code} to /api/v2/auth/identity: is it a Chroma 1.x server?")
+    try:
+        client = chromadb.HttpClient(host=parts.hostname, port=parts.port or (443 if secure else 80),
+                                     ssl=secure, headers=headers or None,
+                                     settings=chromadb.Settings(anonymized_telemetry=False, allow_reset=False))
+    except Exception as error:
+        raise MemoryUnavailable(f"the Chroma server at {url} (setting chroma_url) cannot be used: "
+                                f"{type(error).__name__}: {error}") from None
+    # chromadb's HTTP client waits for an answer forever: a server that stalls would hold memory's one thread,
+    # and every request that needs memory behind it. Past these, the call fails as an outage (503).
+    for session in _sessions_of(client):
+        session.timeout = timeout
+    return client
+
+
+def _sessions_of(client) -> list:
+    """The httpx.Clients under a chromadb HttpClient and its admin client (chromadb offers no setting for their
+    timeout, and its close() leaves their connections open)."""
+    servers = [client._server, getattr(getattr(client, "_admin_client", None), "_server", None)]
+    return [server._session for server in servers if hasattr(server, "_session")]
 
 
 def _zero_from(path: Path, start: int, end: int) -> None:

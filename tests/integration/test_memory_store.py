@@ -6,10 +6,10 @@ import os
 import stat
 import time
 
-import numpy as np
 import pytest
 
-from hoshikage.memory.store import MemoryUnavailable, NotFound, Store, new_response_id
+from hoshikage.memory.store import MemoryUnavailable, NotFound, Store
+from tests.stored import remember
 
 SECRET = "zebra-umbrella-4417"
 
@@ -25,20 +25,9 @@ def _files_containing(root, needle: bytes) -> list[str]:
     return hits
 
 
-def _remember(store: Store, text: str) -> str:
-    info = store.create_conversation({"topic": "test"}, implicit=False)
-    response = {"id": new_response_id(info.id), "object": "response", "output_text": text}
-    positions = store.append(info.id, [("user", text, {"type": "message", "role": "user"}),
-                                       ("assistant", "noted", {"type": "message", "role": "assistant"})],
-                             response, None, 1, {"messages": [{"role": "user", "content": text}]})
-    vectors = np.random.default_rng(0).normal(size=(1, 16)).astype(np.float32)
-    store.add_sentences(info.id, "test-model", [(positions[0], 0, text)], vectors)
-    return info.id
-
-
 def test_turns_come_back_in_order_with_their_response(tmp_path):
     store = Store(tmp_path / "chroma")
-    conversation_id = _remember(store, "first")
+    conversation_id = remember(store, "first")
     store.append(conversation_id, [("user", "second", {"n": 2}), ("assistant", "third", {"n": 3})])
     assert [turn.text for turn in store.turns(conversation_id)] == ["first", "noted", "second", "third"]
     assert [turn.position for turn in store.turns(conversation_id)] == [0, 1, 2, 3]
@@ -54,8 +43,8 @@ def test_the_store_directory_is_private_to_the_daemon_user(tmp_path):
 def test_forget_leaves_nothing_on_disk(tmp_path):
     path = tmp_path / "chroma"
     store = Store(path)
-    kept = _remember(store, "an unrelated note")
-    forgotten = _remember(store, f"my secret is {SECRET}")
+    kept = remember(store, "an unrelated note")
+    forgotten = remember(store, f"my secret is {SECRET}")
     assert _files_containing(path, SECRET.encode())  # the test can see it while it is remembered
     store.forget(forgotten)
     assert _files_containing(path, SECRET.encode()) == []
@@ -70,7 +59,7 @@ def test_forget_all_empties_the_store(tmp_path):
     path = tmp_path / "chroma"
     store = Store(path)
     for number in range(3):
-        _remember(store, f"{SECRET} number {number}")
+        remember(store, f"{SECRET} number {number}")
     assert store.forget_all() == 3
     assert _files_containing(path, SECRET.encode()) == []
     assert Store(path).conversations() == []
@@ -86,12 +75,12 @@ def test_unknown_ids_are_not_found(tmp_path):
 
 def test_expired_conversations_are_forgotten(tmp_path, monkeypatch):
     store = Store(tmp_path / "chroma")
-    old = _remember(store, "old news")
+    old = remember(store, "old news")
     later = time.time() + 31 * 86400
     recent = None
     with monkeypatch.context() as patch:
         patch.setattr(time, "time", lambda: later)
-        recent = _remember(store, "fresh news")
+        recent = remember(store, "fresh news")
         assert store.expire(30) == [old]
     assert [info.id for info in store.conversations()] == [recent]
 
@@ -108,9 +97,9 @@ def test_forget_also_clears_what_other_conversations_index_files_picked_up(tmp_p
     secret passed through the process can carry the secret's bytes in its files."""
     path = tmp_path / "chroma"
     store = Store(path)
-    before = _remember(store, "an unrelated note")
-    secret = _remember(store, f"my secret is {SECRET}")
-    after = [_remember(store, f"a later note {number}") for number in range(3)]
+    before = remember(store, "an unrelated note")
+    secret = remember(store, f"my secret is {SECRET}")
+    after = [remember(store, f"a later note {number}") for number in range(3)]
     store.forget(secret)
     assert _files_containing(path, SECRET.encode()) == []
     # The scrubbed store still works, in this process and the next.

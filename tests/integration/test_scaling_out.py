@@ -1,0 +1,240 @@
+"""Beyond one machine (issue 27): memory on a real Chroma server, and two daemons sharing it behind HAProxy."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from hoshikage.memory.store import MemoryUnavailable, NotFound, Store
+from tests.conftest import Daemon, free_tcp_port, register
+from tests.scaling import ChromaServer, HAProxy
+from tests.stored import remember
+
+TOKEN = "chroma-proxy-token"
+KEYS = {"alice": "alice-fleet-key", "bob": "bob-fleet-key"}
+# Runs until the test kills its daemon: no end-of-generation token, no max_tokens (see test_queue.py's HOLD).
+HOLD = {"model": "gemma", "messages": [{"role": "user", "content": "Tell a long story."}], "temperature": 0,
+        "ignore_eos": True, "stream": True}
+
+
+@pytest.fixture(scope="module")
+def chroma(tmp_path_factory):
+    server = ChromaServer(tmp_path_factory.mktemp("chroma-server") / "data")
+    yield server
+    server.stop()
+
+
+def test_the_store_on_a_chroma_server_keeps_and_forgets_as_on_disk(chroma, tmp_path):
+    unused = tmp_path / "never-created"
+    store = Store(unused, chroma.url)
+    kept = remember(store, "an unrelated note", owner="uid:1000")
+    forgotten = remember(store, "a secret")
+    store.append(kept, [("user", "second", {"n": 2})])
+    assert [turn.text for turn in store.turns(kept)] == ["an unrelated note", "noted", "second"]
+    assert store.conversation(kept).owner == "uid:1000"
+    (record,) = store.responses(kept)
+    assert store.response(record["id"])["input_positions"] == [0]
+    rows, vectors = store.sentences(kept, "test-model", [0])
+    assert rows == [(0, 0, "an unrelated note")] and vectors.shape == (1, 16)
+
+    # A second client (another daemon) sees the same records.
+    other = Store(unused, chroma.url)
+    assert {info.id for info in other.conversations()} >= {kept, forgotten}
+    other.forget(forgotten)
+    with pytest.raises(NotFound):  # an unknown id is NotFound on a server too, not an outage
+        store.conversation(forgotten)
+    names = [collection.name for collection in other._client.list_collections()]
+    assert not [name for name in names if forgotten[5:] in name]  # its records and its vectors are gone
+    assert kept in {info.id for info in store.conversations()}
+    assert not unused.exists()  # nothing of the server's records was written here
+    store.forget(kept)
+    store.close()
+    other.close()
+
+
+def test_an_unreachable_or_refusing_chroma_server_is_memory_unavailable_naming_it(chroma, tmp_path):
+    dead = f"http://127.0.0.1:{free_tcp_port()}"
+    with pytest.raises(MemoryUnavailable, match=f"Chroma server at {dead} .setting chroma_url"):
+        Store(tmp_path, dead)
+    with _proxy_asking_for_token(tmp_path, chroma) as url:
+        with pytest.raises(MemoryUnavailable, match=f"Chroma server at {url} "):
+            Store(tmp_path, url)  # no token
+        with pytest.raises(MemoryUnavailable, match=f"Chroma server at {url} "):
+            Store(tmp_path, url, "wrong")
+        admitted = Store(tmp_path, url, TOKEN)
+        assert admitted.conversations() is not None
+        admitted.close()
+
+
+@contextlib.contextmanager
+def _proxy_asking_for_token(directory: Path, chroma: ChromaServer):
+    """HAProxy in front of the Chroma server, refusing requests without the bearer TOKEN: a server that checks it."""
+    port = free_tcp_port()
+    proxy = HAProxy(directory, f"""
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend chroma
+    bind 127.0.0.1:{port}
+    http-request deny deny_status 401 unless {{ req.hdr(authorization) -m str "Bearer {TOKEN}" }}
+    default_backend chroma
+backend chroma
+    server chroma 127.0.0.1:{chroma.port}
+""")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proxy.stop()
+
+
+def _memory_daemon(state: Path, gemma_path: Path, embedding_model_dir: Path, chroma_url: str, port=None,
+                   **env: str) -> Daemon:
+    if not (state / "models.json").exists():
+        register(state, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "4096")
+    return Daemon(state, {"HOSHIKAGE_CHROMA_URL": chroma_url, "SENTENCE_BERT_MODEL": str(embedding_model_dir),
+                          "HOSHIKAGE_SLOTS": "2", **env}, "--no-embedded-model", port=port)
+
+
+def test_a_chroma_server_outage_is_503_naming_it_chat_goes_on_and_no_partial_turn_is_kept(
+        tmp_path, gemma_path, embedding_model_dir):
+    server = ChromaServer(tmp_path / "chroma")
+    daemon = _memory_daemon(tmp_path / "state", gemma_path, embedding_model_dir, server.url)
+    try:
+        with openai.OpenAI(base_url=f"{daemon.base_url}/v1", api_key="unused", max_retries=0) as client:
+            first = client.responses.create(model="gemma", input="Say hi.", max_output_tokens=4)
+            server.stop()
+            with pytest.raises(openai.APIStatusError) as refused:
+                client.responses.create(model="gemma", input="And again.", previous_response_id=first.id,
+                                        max_output_tokens=4)
+            assert refused.value.status_code == 503
+            error = refused.value.body
+            assert error["code"] == "memory_unavailable" and server.url in error["message"], error
+            with pytest.raises(openai.APIStatusError) as refused_new:
+                client.responses.create(model="gemma", input="A new chain.", max_output_tokens=4)
+            assert refused_new.value.status_code == 503
+            chat = client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Hi"}],
+                                                  max_tokens=4)
+            assert chat.choices[0].message.content is not None  # chat never needed memory
+            server.start()
+            # Back: the chain is as it was before the outage, and the refused turns left nothing.
+            stored = Store(tmp_path / "unused", server.url)
+            (conversation,) = stored.conversations()
+            assert [turn.text for turn in stored.turns(conversation.id)] == ["Say hi.", first.output_text]
+            again = client.responses.create(model="gemma", input="And again.", previous_response_id=first.id,
+                                            max_output_tokens=4)
+            assert [turn.text for turn in stored.turns(conversation.id)][2:] == ["And again.", again.output_text]
+            stored.close()
+    finally:
+        daemon.stop()
+        server.stop()
+
+
+BACKENDS = ("one", "two")
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, chroma, gemma_path, embedding_model_dir):
+    """Two daemons (own state directories, one Chroma server, the same model file) behind HAProxy."""
+    root = tmp_path_factory.mktemp("fleet")
+    ports = {name: free_tcp_port() for name in BACKENDS}
+    keys = ",".join(f"{name}={key}" for name, key in KEYS.items())
+    daemons = {name: _memory_daemon(root / name, gemma_path, embedding_model_dir, chroma.url, ports[name],
+                                    HOSHIKAGE_API_KEYS=keys) for name in BACKENDS}
+    front = free_tcp_port()
+    servers = "\n".join(f"    server {name} 127.0.0.1:{ports[name]} check inter 200ms fall 2 rise 2"
+                        for name in BACKENDS)
+    proxy = HAProxy(root, f"""
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    retries 2
+    option redispatch
+frontend hoshikage
+    bind 127.0.0.1:{front}
+    default_backend daemons
+backend daemons
+    balance roundrobin
+    option httpchk GET /health
+    http-response set-header X-Served-By %s
+{servers}
+""")
+    for name in BACKENDS:
+        proxy.wait_for("daemons", name, "UP")
+    fleet = {"daemons": daemons, "ports": ports, "proxy": proxy, "url": f"http://127.0.0.1:{front}",
+             "root": root, "gemma": gemma_path, "embedding": embedding_model_dir, "keys": keys, "chroma": chroma}
+    yield fleet
+    proxy.stop()
+    for daemon in fleet["daemons"].values():
+        daemon.stop()
+
+
+def _client(fleet, who: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{fleet['url']}/v1", api_key=KEYS[who], max_retries=0)
+
+
+def test_a_responses_chain_started_on_one_daemon_continues_on_the_other(fleet):
+    with _client(fleet, "alice") as alice, _client(fleet, "bob") as bob:
+        first = alice.responses.with_raw_response.create(model="gemma", input="My code word is umbrella.",
+                                                         max_output_tokens=8)
+        second = alice.responses.with_raw_response.create(model="gemma", input="What is my code word?",
+                                                          previous_response_id=first.parse().id,
+                                                          max_output_tokens=8)
+        # Round robin: the second turn went to the other daemon, which found the first in the shared store.
+        assert {first.headers["x-served-by"], second.headers["x-served-by"]} == set(BACKENDS)
+        continued = second.parse()
+        assert continued.previous_response_id == first.parse().id
+        alone = alice.responses.create(model="gemma", input="What is my code word?", max_output_tokens=8)
+        assert continued.usage.input_tokens > alone.usage.input_tokens  # the first turn was in its context
+        # Ownership is the key's name on every daemon of the fleet: Bob cannot reach Alice's chain on either.
+        for _ in BACKENDS:
+            with pytest.raises(openai.NotFoundError):
+                bob.responses.retrieve(continued.id)
+
+
+def test_a_killed_daemon_fails_only_its_own_streams_and_the_balancer_takes_it_out_and_back(fleet):
+    proxy, http = fleet["proxy"], httpx.Client(base_url=fleet["url"], timeout=120,
+                                               headers={"Authorization": f"Bearer {KEYS['alice']}"})
+    with http:
+        with http.stream("POST", "/v1/chat/completions", json=HOLD) as held, \
+                http.stream("POST", "/v1/chat/completions", json={**HOLD, "ignore_eos": False, "max_tokens": 16}) \
+                as other:
+            victim, survivor = held.headers["x-served-by"], other.headers["x-served-by"]
+            assert {victim, survivor} == set(BACKENDS)
+            held_lines, other_lines = held.iter_lines(), other.iter_lines()
+            next(line for line in held_lines if line.startswith("data:"))  # generating now, and until killed
+            next(line for line in other_lines if line.startswith("data:"))
+            fleet["daemons"][victim].process.send_signal(signal.SIGKILL)
+            fleet["daemons"][victim].process.wait()
+            with pytest.raises(httpx.HTTPError):  # the stream breaks off: no [DONE]
+                for line in held_lines:
+                    assert line != "data: [DONE]"
+            assert [line for line in other_lines if line.startswith("data:")][-1] == "data: [DONE]"
+        proxy.wait_for("daemons", victim, "DOWN")
+        served = {http.post("/v1/chat/completions", json={"model": "gemma", "max_tokens": 2, "messages": [
+            {"role": "user", "content": "Hi"}]}).headers["x-served-by"] for _ in range(4)}
+        assert served == {survivor}
+        fleet["daemons"][victim].stop()
+        fleet["daemons"][victim] = _memory_daemon(fleet["root"] / victim, fleet["gemma"], fleet["embedding"],
+                                                  fleet["chroma"].url, fleet["ports"][victim],
+                                                  HOSHIKAGE_API_KEYS=fleet["keys"])
+        proxy.wait_for("daemons", victim, "UP")
+        served = {http.post("/v1/chat/completions", json={"model": "gemma", "max_tokens": 2, "messages": [
+            {"role": "user", "content": "Hi"}]}).headers["x-served-by"] for _ in range(4)}
+        assert served == set(BACKENDS)
+
+
+def test_the_fleet_status_names_the_shared_store(fleet):
+    for name, port in fleet["ports"].items():
+        status = httpx.get(f"http://127.0.0.1:{port}/v1/status", timeout=30,
+                           headers={"Authorization": f"Bearer {KEYS['alice']}"}).json()
+        assert json.dumps(status).count(fleet["chroma"].url) >= 1, (name, status.get("memory"))
