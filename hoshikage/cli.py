@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import sys
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--gpu-layers", type=_gpu_layers, metavar="auto|N",
                      help="layers to offload to the GPU: auto (all that fit), -1 (all) or a number")
     add.add_argument("--chat-format", help="jinja (the GGUF's template), gemma, chatml or llama-3")
+    add.add_argument("--rpc", type=_rpc_servers, metavar="HOST:PORT[,HOST:PORT...]",
+                     help="spread the model's layers over these `hoshikage rpc-server`s (trusted network only)")
     add.add_argument("--import", dest="import_file", action="store_true",
                      help="copy the file into the state directory (needed for files under /home or /tmp)")
     add.add_argument("--replace", action="store_true", help="overwrite an existing alias")
@@ -87,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     memory_cli.add_parser(commands)
     commands.add_parser("hash-key", help="read an API key on stdin; print the sha256:HEX form for api_keys")
+
+    rpc = commands.add_parser("rpc-server", help="lend this host's CPU or GPUs to another host's daemon "
+                                                 "(llama.cpp's RPC server; never on an untrusted network)")
+    rpc.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    rpc.add_argument("--port", type=int, default=50052, help="port (default 50052)")
+    rpc.add_argument("--threads", type=int, help="CPU threads (default: the threads setting)")
+    rpc.add_argument("--cache-dir", help="keep tensors received here, so a reload sends only their hashes")
     commands.add_parser("ramdisk-hold", help=argparse.SUPPRESS)  # run by hoshikage-ramdisk.service
     return parser
 
@@ -149,7 +159,8 @@ def _add(settings: Settings, args) -> int:
                             "--import to copy it into the state directory, or move it where the service "
                             "can read it (e.g. /srv/models)")
     options = dict(context_length=args.ctx, gpu_layers=args.gpu_layers, chat_format=args.chat_format,
-                   import_file=args.import_file, replace=args.replace, embedding=args.embedding, origin=origin)
+                   import_file=args.import_file, replace=args.replace, embedding=args.embedding, origin=origin,
+                   rpc_servers=args.rpc)
     registry = Registry(settings.registry_file)
     if args.import_file:
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -293,6 +304,15 @@ def _origin_rows(origin: dict) -> dict[str, str]:
     return rows
 
 
+def _rpc_servers(text: str) -> list[str]:
+    from hoshikage.engine.rpc import parse_endpoint
+
+    try:
+        return [parse_endpoint(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _gpu_layers(text: str) -> int | str:
     from hoshikage.config import parse_gpu_layers
 
@@ -341,6 +361,8 @@ def _status(settings: Settings, args) -> int:
     for model in daemon.get("loaded_models", []):
         place = (f"on {model['device']} ({model['gpu_layers']} layers, {_size(model['device_bytes'])} of GPU memory)"
                  if model.get("gpu_layers") else "on the CPU")
+        if model.get("rpc_servers"):
+            place = "its layers on the RPC servers " + ", ".join(model["rpc_servers"])
         console.print(f"  {model['model']}: {model['size_bytes'] / 2**20:.0f} MiB, context "
                       f"{model['context_length']}, {place}, idle {model['idle_seconds']:.0f} s", soft_wrap=True)
         tiers = model.get("prompt_cache", {}).get("tiers")
@@ -429,6 +451,30 @@ def _hash_key(settings: Settings, args) -> int:
     return 0
 
 
+def _rpc_server(settings: Settings, args) -> int:
+    """llama.cpp's RPC server in this process until it is stopped (engine/rpc.py)."""
+    import ipaddress
+
+    from hoshikage.engine.rpc import RpcUnavailable, serve
+    from hoshikage.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        logging.getLogger("hoshikage.rpc").warning(
+            "rpc-server on %s: it runs whatever a client sends and asks no key; only a trusted network may reach "
+            "port %d (a firewall, a private link or a VPN between the hosts)", args.host, args.port)
+    try:
+        serve(args.host, args.port, args.threads or settings.threads, args.cache_dir)
+    except RpcUnavailable as error:
+        print(f"hoshikage: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
 def _chat(settings: Settings, args) -> int:
     from hoshikage.chat import run
 
@@ -437,4 +483,4 @@ def _chat(settings: Settings, args) -> int:
 
 COMMANDS = {"serve": _serve, "add": _add, "remove": _remove, "rm": _remove, "list": _list,
             "ls": _list, "show": _show, "status": _status, "chat": _chat, "pull": _pull,
-            "ramdisk-hold": _ramdisk_hold, "memory": _memory, "hash-key": _hash_key}
+            "ramdisk-hold": _ramdisk_hold, "memory": _memory, "hash-key": _hash_key, "rpc-server": _rpc_server}

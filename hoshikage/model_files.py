@@ -53,6 +53,7 @@ def register_model(
     progress: Progress | None = None,
     origin: dict | None = None,
     owned: bool = False,
+    rpc_servers: list[str] | None = None,
 ) -> ModelEntry:
     """Validate SOURCE as GGUF and record it; the registry is untouched on any error.
 
@@ -73,6 +74,8 @@ def register_model(
     elif embedding and info.pooling not in SENTENCE_POOLINGS:
         raise RegistryError(f"{source} declares no sentence pooling ({info.architecture}, pooling "
                             f"{info.pooling or 'not set'}): it is not an embedding model; add it without --embedding")
+    if rpc_servers and embedding:
+        raise RegistryError("--rpc is for chat models: an embedding model is small enough for one host")
     path = copy_into_store(source, settings.models_dir / f"{alias}.gguf", progress) if import_file else source
     entry = ModelEntry(
         alias=alias,
@@ -85,6 +88,7 @@ def register_model(
         added_at=time.time(),
         gguf=info.summary(),
         origin=origin or {},
+        rpc_servers=list(rpc_servers or ()),
     )
     registry.add(entry, replace=replace)
     return entry

@@ -43,6 +43,7 @@ class ModelEntry:
     added_at: float = 0.0
     gguf: dict[str, Any] = dataclasses.field(default_factory=dict)
     origin: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. the Ollama model it was added from
+    rpc_servers: list[str] = dataclasses.field(default_factory=list)  # HOST:PORT of rpc-servers (engine/rpc.py)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -28,7 +28,7 @@ if [ "$flavour" = cuda ]; then
   out=dist/cuda
   # GGML_NATIVE=OFF: llama.cpp otherwise tunes its CPU code for the build
   # machine (-march=native) and the package would crash elsewhere.
-  export CMAKE_ARGS="-DGGML_CUDA=on -DGGML_NATIVE=OFF ${CMAKE_ARGS:-}"
+  export CMAKE_ARGS="-DGGML_CUDA=on -DGGML_RPC=ON -DGGML_NATIVE=OFF ${CMAKE_ARGS:-}"
   export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$HOME/.cache/pip}-cuda"
   [ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
   if ! $dry_run && ! command -v nvcc >/dev/null; then

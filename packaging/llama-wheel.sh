@@ -9,10 +9,12 @@
 # GGML_BACKEND_DL and GGML_CPU_ALL_VARIANTS instead, it carries one CPU backend per CPU
 # generation and loads the best one the CPU runs (hoshikage/engine/native.py points llama.cpp
 # at them). The variants cost build time (~10 min on 2 cores instead of ~6), once per version.
+# GGML_RPC adds llama.cpp's RPC backend (libggml-rpc.so, 0.1 MiB of the wheel's 27): `hoshikage
+# rpc-server` and models registered with --rpc (hoshikage/engine/rpc.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(sed -n 's/^llama[-_]cpp[-_]python==//p' packaging/requirements-daemon.txt)
-cmake_args="-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON"
+cmake_args="-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_RPC=ON"
 key=$(printf '%s %s' "$version" "$cmake_args" | sha256sum | cut -c1-12)
 cache=${HOSHIKAGE_WHEEL_CACHE:-$HOME/.cache/hoshikage/wheels}
 directory=$cache/llama-cpp-python-$version-$key

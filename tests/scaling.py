@@ -1,4 +1,5 @@
-"""Real engines for the scaling-out tests (issue 27): a Chroma server and HAProxy, on loopback, stopped by the test."""
+"""Real engines for the scaling-out tests (issue 27): a Chroma server, HAProxy and llama.cpp's rpc-server, on
+loopback, stopped by the test."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_tcp_port
+from tests.conftest import REPO, free_tcp_port
 
 START_TIMEOUT = 60
 
@@ -61,6 +62,7 @@ class HAProxy:
     def __init__(self, directory: Path, config: str):
         binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
         assert Path(binary).exists(), "haproxy is not installed (packaging/dev.sh setup installs it)"
+        directory.mkdir(parents=True, exist_ok=True)
         self.stats_socket = directory / "haproxy.sock"
         self.config_path = directory / "haproxy.cfg"
         self.config_path.write_text(f"global\n    stats socket {self.stats_socket} mode 600 level admin\n" + config)
@@ -109,3 +111,68 @@ class HAProxy:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def balance(directory: Path, backends: dict[str, int]) -> tuple[HAProxy, str]:
+    """HAProxy in front of daemons on BACKENDS (name: port), every one UP; (the proxy, its URL).
+
+    Round robin; /health checked every 200 ms, out after 2 failures and back after 2 passes; a connection that
+    fails is tried on another daemon; X-Served-By names the daemon that answered.
+    """
+    front = free_tcp_port()
+    servers = "\n".join(f"    server {name} 127.0.0.1:{port} check inter 200ms fall 2 rise 2"
+                        for name, port in backends.items())
+    proxy = HAProxy(directory, f"""
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 600s
+    timeout server 600s
+    retries 2
+    option redispatch
+frontend hoshikage
+    bind 127.0.0.1:{front}
+    default_backend daemons
+backend daemons
+    balance roundrobin
+    option httpchk GET /health
+    http-response set-header X-Served-By %s
+{servers}
+""")
+    for name in backends:
+        proxy.wait_for("daemons", name, "UP")
+    return proxy, f"http://127.0.0.1:{front}"
+
+
+class RpcServer:
+    """`hoshikage rpc-server` on a loopback port: llama.cpp's RPC server on this host's CPU."""
+
+    def __init__(self, log_path, threads: int = 1):
+        self.port = free_tcp_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "hoshikage", "rpc-server", "--port",
+                                             str(self.port), "--threads", str(threads)], stdout=log,
+                                            stderr=subprocess.STDOUT, cwd=REPO)
+        self.log_path = log_path
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._listening():  # it prints its banner through a pipe's buffer: its socket is the signal
+            assert self.process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "rpc-server never listened"
+            time.sleep(0.05)
+
+    def _listening(self) -> bool:
+        # The kernel's table of listening sockets: a probe connection would take the server's one client turn.
+        port = f":{self.port:04X} "
+        with open("/proc/net/tcp") as table:
+            return any(port in line and line.split()[3] == "0A" for line in table)
+
+    def resident_bytes(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            line = next(line for line in status if line.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hoshikage.engine.context_choice import embedding_context
-from hoshikage.engine.llama import LoadOptions, ModelLoadError, PromptTooLong
+from hoshikage.engine.llama import LoadOptions, ModelLoadError, PromptTooLong, placed_devices
 from hoshikage.engine.scheduler import QueueFull
 from hoshikage.registry import ModelEntry
 
@@ -71,6 +71,7 @@ class EmbeddingModel:
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = gpu_layers
         model_params.use_extra_bufts = options.repacks_weights(embedding=True)
+        devices = placed_devices(entry, model_params)  # noqa: F841 - alive until the load is done
         try:
             model = _internals.LlamaModel(path_model=str(path or entry.path), params=model_params, verbose=False)
         except (ValueError, RuntimeError) as error:

@@ -34,6 +34,22 @@ class ModelLoadError(Exception):
     """The registered file could not be loaded; str() is safe to show a client."""
 
 
+def placed_devices(entry: ModelEntry, model_params):
+    """Give MODEL_PARAMS ENTRY's devices (engine/rpc.py): its RPC servers, with every layer on them, or, once any
+    server is registered in this process, this host's own; the list, to keep alive through the load."""
+    from hoshikage.engine import rpc
+
+    try:
+        devices = rpc.devices_for(list(entry.rpc_servers))
+    except rpc.RpcUnavailable as error:
+        raise ModelLoadError(f"The model '{entry.alias}' cannot be loaded: {error}") from None
+    if devices is not None:
+        devices.apply(model_params)
+    if entry.rpc_servers:
+        model_params.n_gpu_layers = rpc.ALL_LAYERS
+    return devices
+
+
 @dataclasses.dataclass(frozen=True)
 class Prompt:
     tokens: tuple[int, ...]
@@ -141,6 +157,7 @@ class LoadedModel:
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = gpu_layers
         model_params.use_extra_bufts = options.repacks_weights(embedding=False)
+        devices = placed_devices(entry, model_params)  # kept alive: llama.cpp reads the list during the load
         context_length = entry.context_length or options.context_length  # the pool decided auto (models.py)
         if not context_length:
             raise ValueError("a chat model's context length must be decided before its load")
@@ -158,6 +175,10 @@ class LoadedModel:
             model = _internals.LlamaModel(path_model=str(path or entry.path), params=model_params, verbose=False)
             context = _internals.LlamaContext(model=model, params=context_params, verbose=False)
         except (ValueError, RuntimeError) as error:
+            if devices is not None and devices.endpoints:
+                raise ModelLoadError(f"The model '{entry.alias}' cannot be loaded on its RPC servers "
+                                     f"{', '.join(devices.endpoints)} ({error}): check that each runs "
+                                     "`hoshikage rpc-server` of this version and has memory for its share") from None
             raise ModelLoadError(
                 f"The model '{entry.alias}' cannot be loaded: llama.cpp could not load {entry.path} ({error}). "
                 "The file may be corrupt or truncated, or of an architecture this llama.cpp does not know; "

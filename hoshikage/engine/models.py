@@ -146,6 +146,8 @@ class ModelPool:
         shape = await asyncio.to_thread(model_shape, entry, context_length,
                                         1 if entry.embedding else self.options.sequences)
         requested = entry.gpu_layers if entry.gpu_layers is not None else self.options.gpu_layers
+        if entry.rpc_servers:  # its layers go to the servers (engine/rpc.py), none to this host's GPUs
+            requested = 0
         device_budget = self.device_budget_bytes
         # As it would be placed with the GPU to itself: auto takes as many layers as fit then.
         # The prompt cache's host tier is the model's memory too, and counted so.
@@ -229,7 +231,8 @@ class ModelPool:
         facts = {"model": str(source), "size": source.stat().st_size, "mtime_ns": source.stat().st_mtime_ns,
                  "llama_cpp": llama_cpp.__version__, "cpu": native.loaded_cpu_variant(),
                  "context_per_slot": model.context_length, "flash_attn": options.flash_attn, "kv_type": "f16",
-                 "swa_full": True, "gpu_layers": plan.gpu_layers, "repacked": options.repacks_weights(False)}
+                 "swa_full": True, "gpu_layers": plan.gpu_layers, "repacked": options.repacks_weights(False),
+                 "rpc_servers": list(model.entry.rpc_servers)}
         safe_alias = re.sub(r"[^A-Za-z0-9._-]", "_", model.entry.alias)
         try:
             return PromptCache(options.prompt_cache_dir, f"{safe_alias}-{identity_digest(facts)}",
@@ -334,7 +337,9 @@ class ModelPool:
         for alias in list(self._slots):
             await self._unload(alias)
 
-    def _device_name(self, plan: offload.OffloadPlan) -> str:
+    def _device_name(self, plan: offload.OffloadPlan, entry: ModelEntry) -> str:
+        if entry.rpc_servers:
+            return "rpc " + ", ".join(entry.rpc_servers)
         if not plan.on_device or not self._gpus:
             return "cpu"
         return ", ".join(device.description or device.name for device in self._gpus)
@@ -351,7 +356,9 @@ class ModelPool:
                 "path": slot.scheduler.model.entry.path,
                 "size_bytes": slot.scheduler.model.file_size,
                 "estimated_bytes": slot.plan.host_bytes + slot.plan.device_bytes,
-                "device": self._device_name(slot.plan),
+                "device": self._device_name(slot.plan, slot.scheduler.model.entry),
+                # Every layer on these llama.cpp rpc-servers, by their free memory (engine/rpc.py).
+                "rpc_servers": list(slot.scheduler.model.entry.rpc_servers),
                 "gpu_layers": slot.plan.gpu_layers,
                 "device_bytes": slot.plan.device_bytes,
                 "host_bytes": slot.plan.host_bytes,

@@ -154,11 +154,18 @@ def loaded_cpu_variant(maps: Path = Path("/proc/self/maps")) -> str:
 
 
 def device_report() -> list[Device]:
-    """Every device llama.cpp knows, with its memory now (free and total bytes)."""
+    """Every device of this host llama.cpp knows, with its memory now (free and total bytes).
+
+    RPC servers' devices (engine/rpc.py) are another host's, and asking one for its memory is a network call:
+    they are left out, and each model's status names the servers it uses.
+    """
     api = _DeviceAPI()
+    rpc = api.reg_by_name(b"RPC")
     devices = []
     for index in range(api.count()):
         handle = api.get(index)
+        if rpc and api.dev_reg(handle) == rpc:
+            continue
         free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
         api.memory(handle, ctypes.byref(free), ctypes.byref(total))
         devices.append(Device(name=(api.name(handle) or b"").decode(errors="replace"),
@@ -197,6 +204,7 @@ class _DeviceAPI:
         self.get_proc_address = _function(lib.ggml_backend_reg_get_proc_address, ctypes.c_void_p, ctypes.c_void_p,
                                           ctypes.c_char_p)
         self.buft_name = _function(lib.ggml_backend_buft_name, ctypes.c_char_p, ctypes.c_void_p)
+        self.dev_reg = _function(lib.ggml_backend_dev_backend_reg, ctypes.c_void_p, ctypes.c_void_p)
         self.load_all_from_path = _function(lib.ggml_backend_load_all_from_path, None, ctypes.c_char_p)
 
 

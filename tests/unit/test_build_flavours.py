@@ -19,6 +19,7 @@ def test_cuda_flavour_is_portable_and_keeps_its_own_wheel_cache():
     cuda, cpu = dry_run("--cuda"), dry_run()
     assert "-DGGML_CUDA=on" in cuda["CMAKE_ARGS"].split()
     assert "-DGGML_NATIVE=OFF" in cuda["CMAKE_ARGS"].split()  # not tuned to the build machine's CPU
+    assert "-DGGML_RPC=ON" in cuda["CMAKE_ARGS"].split()  # a GPU host can lend itself (hoshikage rpc-server)
     assert cuda["PIP_CACHE_DIR"] != cpu["PIP_CACHE_DIR"]  # the CPU wheel in pip's cache is never reused
     assert cuda["output"] == "dist/cuda" and cpu["output"] == "dist"
     assert "GGML_CUDA" not in cpu["CMAKE_ARGS"]
