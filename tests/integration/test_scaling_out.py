@@ -13,7 +13,7 @@ import pytest
 
 from hoshikage.memory.store import MemoryUnavailable, NotFound, Store
 from tests.conftest import Daemon, free_tcp_port, register
-from tests.scaling import ChromaServer, HAProxy
+from tests.scaling import ChromaServer, HAProxy, balance
 from tests.stored import remember
 
 TOKEN = "chroma-proxy-token"
@@ -148,29 +148,8 @@ def fleet(tmp_path_factory, chroma, gemma_path, embedding_model_dir):
     keys = ",".join(f"{name}={key}" for name, key in KEYS.items())
     daemons = {name: _memory_daemon(root / name, gemma_path, embedding_model_dir, chroma.url, ports[name],
                                     HOSHIKAGE_API_KEYS=keys) for name in BACKENDS}
-    front = free_tcp_port()
-    servers = "\n".join(f"    server {name} 127.0.0.1:{ports[name]} check inter 200ms fall 2 rise 2"
-                        for name in BACKENDS)
-    proxy = HAProxy(root, f"""
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    retries 2
-    option redispatch
-frontend hoshikage
-    bind 127.0.0.1:{front}
-    default_backend daemons
-backend daemons
-    balance roundrobin
-    option httpchk GET /health
-    http-response set-header X-Served-By %s
-{servers}
-""")
-    for name in BACKENDS:
-        proxy.wait_for("daemons", name, "UP")
-    fleet = {"daemons": daemons, "ports": ports, "proxy": proxy, "url": f"http://127.0.0.1:{front}",
+    proxy, url = balance(root, ports)
+    fleet = {"daemons": daemons, "ports": ports, "proxy": proxy, "url": url,
              "root": root, "gemma": gemma_path, "embedding": embedding_model_dir, "keys": keys, "chroma": chroma}
     yield fleet
     proxy.stop()
@@ -238,3 +217,27 @@ def test_the_fleet_status_names_the_shared_store(fleet):
         status = httpx.get(f"http://127.0.0.1:{port}/v1/status", timeout=30,
                            headers={"Authorization": f"Bearer {KEYS['alice']}"}).json()
         assert json.dumps(status).count(fleet["chroma"].url) >= 1, (name, status.get("memory"))
+
+
+def test_the_recipes_haproxy_config_serves_the_fleet(fleet, tmp_path):
+    """packaging/docker/fleet/haproxy.cfg as shipped, its addresses pointed at this test's daemons."""
+    recipe = (Path(__file__).parents[2] / "packaging/docker/fleet/haproxy.cfg").read_text()
+    front = free_tcp_port()
+    config = (recipe.replace("bind :8000", f"bind 127.0.0.1:{front}")
+              .replace("one:8000", f"127.0.0.1:{fleet['ports']['one']}")
+              .replace("two:8000", f"127.0.0.1:{fleet['ports']['two']}"))
+    assert config.count("127.0.0.1:") == 3, "the recipe's addresses moved: update this test"
+    proxy = HAProxy(tmp_path, config)
+    try:
+        for name in BACKENDS:
+            proxy.wait_for("daemons", name, "UP")
+        served = []
+        for who in KEYS:
+            with openai.OpenAI(base_url=f"http://127.0.0.1:{front}/v1", api_key=KEYS[who], max_retries=0) as client:
+                for _ in range(2):
+                    chat = client.chat.completions.with_raw_response.create(
+                        model="gemma", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+                    served.append((who, chat.http_response.status_code))
+        assert served == [(who, 200) for who in KEYS for _ in range(2)]
+    finally:
+        proxy.stop()
