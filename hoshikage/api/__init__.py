@@ -73,6 +73,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     # Opens nothing yet: the store and the embedding model load on the first memory request.
     app[keys.MEMORY] = Memory(MemorySettings.from_settings(settings))
     app[keys.MEMORY].on_forget = app[keys.POOL].forget_prompt_cache
+    app[keys.MEMORY].held_tags = app[keys.POOL].prompt_cache_tags
     app.on_response_prepare.append(_add_request_id)
     app.on_response_prepare.append(_close_when_draining)
     openai.setup_routes(app)
@@ -165,6 +166,7 @@ async def _release_idle_models(pool: ModelPool, memory: Memory, activity: Activi
         await asyncio.sleep(tick)
         try:
             await pool.unload_idle(idle_seconds)
+            await memory.sweep_forgotten()  # on a shared Chroma server: what other daemons forgot
             if idle_seconds and activity.in_flight == 0 and activity.idle_for() >= idle_seconds:
                 await memory.expire()  # retention, when idle; a store never opened stays closed
         except Exception:  # noqa: BLE001 - a bug here must not leave every model loaded for good

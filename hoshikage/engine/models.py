@@ -20,7 +20,7 @@ from hoshikage.engine.embedding import EmbeddingModel, EmbeddingRunner
 from hoshikage.engine.llama import LoadedModel, LoadOptions, ModelLoadError
 from hoshikage.engine.model_access import why_unloadable
 from hoshikage.engine.native import Device, offload_devices
-from hoshikage.engine.prompt_cache import PromptCache, forget_everywhere, identity_digest
+from hoshikage.engine.prompt_cache import PromptCache, forget_everywhere, identity_digest, saved_tags
 from hoshikage.engine.scheduler import ModelScheduler
 from hoshikage.registry import ModelEntry, Registry
 
@@ -257,6 +257,17 @@ class ModelPool:
             removed = forget_everywhere(self.options.prompt_cache_dir, conversation_id)
             if removed:
                 log.info("forgot %d saved KV entries of %s", removed, conversation_id or "every conversation")
+
+    def prompt_cache_tags(self) -> set[str]:
+        """The conversations whose KV state any model holds, loaded or saved. Thread-safe, as forget_prompt_cache."""
+        tags = set()
+        for slot in list(self._slots.values()):
+            scheduler = slot.scheduler
+            if isinstance(scheduler, ModelScheduler) and scheduler.cache is not None:
+                tags |= scheduler.cache.tags()
+        if self.options.prompt_cache_dir is not None:
+            tags |= saved_tags(self.options.prompt_cache_dir)
+        return tags
 
     def _staging(self, alias: str, done: int, total: int) -> None:
         # Called from the staging thread; a str assignment is atomic, and the

@@ -197,6 +197,11 @@ class PromptCache:
                 self._drop_locked(entry)
         return len(doomed)
 
+    def tags(self) -> set[str]:
+        """The conversations whose text the entries of this cache hold."""
+        with self._lock:
+            return set().union(*(entry.tags for entry in self._entries))
+
     def clear(self) -> None:
         with self._lock:
             for entry in list(self._entries):
@@ -345,16 +350,27 @@ def forget_everywhere(root: Path, tag: str | None) -> int:
     if not root.is_dir():
         return 0
     for path in root.glob("*/*" + SUFFIX):
-        if tag is not None:
-            try:
-                with path.open("rb") as data:
-                    if data.read(len(MAGIC)) != MAGIC:
-                        continue
-                    (length,) = struct.unpack("<I", data.read(4))
-                    if tag not in (json.loads(data.read(length)).get("tags") or ()):
-                        continue
-            except (OSError, ValueError, struct.error):
-                continue
+        if tag is not None and tag not in _saved_tags_of(path):
+            continue
         path.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def saved_tags(root: Path) -> set[str]:
+    """The tags of every entry saved under ROOT (every model's directory)."""
+    if not root.is_dir():
+        return set()
+    return set().union(*(_saved_tags_of(path) for path in root.glob("*/*" + SUFFIX)))
+
+
+def _saved_tags_of(path: Path) -> frozenset[str]:
+    """The tags in PATH's header; none for a file that is not an entry (or not one any more)."""
+    try:
+        with path.open("rb") as data:
+            if data.read(len(MAGIC)) != MAGIC:
+                return frozenset()
+            (length,) = struct.unpack("<I", data.read(4))
+            return frozenset(json.loads(data.read(length)).get("tags") or ())
+    except (OSError, ValueError, struct.error):
+        return frozenset()

@@ -30,6 +30,9 @@ log = logging.getLogger("hoshikage.memory")
 RECALL_PASSAGES = 4
 CACHED_SENTENCES = 50_000  # vectors kept in memory across turns (~75 MB at 384 dimensions)
 SWEEP_INTERVAL_SECONDS = 3600  # retention is counted in days: an idle daemon checks hourly at most
+# On a shared Chroma server another daemon may forget a conversation this one holds KV state of: looked for
+# this often, when the store opens and when the daemon exits.
+FLEET_FORGET_SWEEP_SECONDS = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +76,9 @@ class Memory:
         # Told of every forgotten conversation (None: all), on memory's thread: the models' KV prompt caches
         # hold the same text in another form (engine/prompt_cache.py).
         self.on_forget: Callable[[str | None], None] | None = None
+        # The conversations whose KV state the models hold (their prompt caches, saved or not).
+        self.held_tags: Callable[[], set[str]] | None = None
+        self._last_fleet_sweep = time.monotonic()
 
     # Plumbing ----------------------------------------------------------------
 
@@ -96,6 +102,7 @@ class Memory:
             if expired:
                 log.info("forgot %d conversations unused for %d days", len(expired), self.settings.retention_days)
             self._store = store
+            self._drop_forgotten_elsewhere(store)  # forgotten while this daemon was not running
             self.first_use_seconds = time.monotonic() - started
             log.info("conversation store %s opened in %.1f s", store.location, self.first_use_seconds)
         return self._store
@@ -116,6 +123,43 @@ class Memory:
             self._last_sweep = time.monotonic()
             await self.call(self._expire)
 
+    async def sweep_forgotten(self) -> None:
+        """On a Chroma server shared with other daemons: drop the KV state of conversations one of them forgot
+        (at most every FLEET_FORGET_SWEEP_SECONDS)."""
+        if self._store is None or self._store.url is None:
+            return
+        if time.monotonic() - self._last_fleet_sweep < FLEET_FORGET_SWEEP_SECONDS:
+            return
+        self._last_fleet_sweep = time.monotonic()
+        await self.call(self._drop_forgotten_elsewhere)
+
+    def _drop_forgotten_elsewhere(self, store: Store) -> None:
+        from hoshikage.memory.store import MemoryUnavailable, NotFound, conversation_key
+
+        if store.url is None or self.held_tags is None:
+            return  # a store of this daemon's own: every forget passed through here
+        try:
+            for tag in sorted(self.held_tags()):
+                if conversation_key(tag) is None:
+                    continue
+                try:
+                    store.conversation(tag)
+                except NotFound:
+                    log.info("%s was forgotten on the Chroma server; dropping its KV state here", tag)
+                    self.forget_cached(tag)
+        except MemoryUnavailable as error:  # the next sweep tries again
+            log.warning("could not look for conversations forgotten elsewhere: %s", error)
+
+    def _sweep_at_exit(self) -> None:
+        from hoshikage.memory.store import MemoryUnavailable
+
+        if self._store is None and not self.held_tags():
+            return
+        try:
+            self._drop_forgotten_elsewhere(self.store())  # opening it sweeps already; again costs little
+        except MemoryUnavailable as error:
+            log.warning("could not look for conversations forgotten elsewhere: %s", error)
+
     def _expire(self, store: Store) -> None:
         for conversation_id in store.expire(self.settings.retention_days):
             self.forget_cached(conversation_id)
@@ -133,6 +177,10 @@ class Memory:
             self.forget_cached(each)
 
     async def close(self) -> None:
+        if self.settings.chroma_url is not None and self.held_tags is not None:
+            # After the models saved their KV state at exit; opening the store for it if this process never did
+            # (a restarted daemon holds what the last one saved).
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._sweep_at_exit)
         if self._store is not None:  # what this process's indexes wrote into their unused slots goes too
             await self.call(Store.scrub_indexes)
             await self.call(Store.close)

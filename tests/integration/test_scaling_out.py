@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from hoshikage.engine.prompt_cache import saved_tags
 from hoshikage.memory.store import MemoryUnavailable, NotFound, Store
 from tests.conftest import Daemon, free_tcp_port, register
 from tests.scaling import ChromaServer, HAProxy, balance
@@ -241,3 +242,33 @@ def test_the_recipes_haproxy_config_serves_the_fleet(fleet, tmp_path):
         assert served == [(who, 200) for who in KEYS for _ in range(2)]
     finally:
         proxy.stop()
+
+
+def test_a_conversation_forgotten_on_one_daemon_leaves_no_kv_state_on_the_other(
+        chroma, tmp_path, gemma_path, embedding_model_dir):
+    caches = {name: tmp_path / f"{name}-kv" for name in BACKENDS}
+
+    def start(name: str) -> Daemon:
+        return _memory_daemon(tmp_path / name, gemma_path, embedding_model_dir, chroma.url,
+                              HOSHIKAGE_PROMPT_CACHE_DIR=str(caches[name]), HOSHIKAGE_PROMPT_CACHE_MIN_TOKENS="1")
+
+    daemons = {name: start(name) for name in BACKENDS}
+    try:
+        with openai.OpenAI(base_url=f"{daemons['one'].base_url}/v1", api_key="unused", max_retries=0) as one, \
+                openai.OpenAI(base_url=f"{daemons['two'].base_url}/v1", api_key="unused", max_retries=0) as two:
+            first = one.responses.create(model="gemma", input="Remember: the vault code is 4417.",
+                                         max_output_tokens=4)
+            second = two.responses.create(model="gemma", input="And the door?", max_output_tokens=4,
+                                          previous_response_id=first.id)
+        conversation_id = "conv_" + second.id[5:37]
+        daemons["two"].stop()  # it saves its slots' KV state as it exits (engine/prompt_cache.py)
+        assert conversation_id in saved_tags(caches["two"])  # the control: kept while the conversation is
+        daemons["two"] = start("two")  # a later run of it, holding what the last one saved
+        with openai.OpenAI(base_url=f"{daemons['one'].base_url}/v1", api_key="unused", max_retries=0) as one:
+            one.conversations.delete(conversation_id)  # forgotten through the other daemon
+        daemons["two"].stop()
+        assert conversation_id not in saved_tags(caches["two"])
+        assert "was forgotten on the Chroma server" in daemons["two"].log_text()
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
