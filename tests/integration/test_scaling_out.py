@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -13,7 +16,7 @@ import pytest
 
 from hoshikage.engine.prompt_cache import saved_tags
 from hoshikage.memory.store import MemoryUnavailable, NotFound, Store
-from tests.conftest import Daemon, free_tcp_port, register
+from tests.conftest import REPO, Daemon, free_tcp_port, register
 from tests.scaling import ChromaServer, HAProxy, balance
 from tests.stored import remember
 
@@ -53,10 +56,29 @@ def test_the_store_on_a_chroma_server_keeps_and_forgets_as_on_disk(chroma, tmp_p
     names = [collection.name for collection in other._client.list_collections()]
     assert not [name for name in names if forgotten[5:] in name]  # its records and its vectors are gone
     assert kept in {info.id for info in store.conversations()}
+    store.keep_summary(kept, "digest", [(0, 0, "an unrelated note")])
+    assert other.summaries(kept, ["digest", "absent"]) == {"digest": [(0, 0, "an unrelated note")]}
+    assert store.expire(30) == [] and kept in {info.id for info in other.conversations()}  # retention: in use
     assert not unused.exists()  # nothing of the server's records was written here
     store.forget(kept)
     store.close()
     other.close()
+
+
+def test_hoshikage_memory_lists_and_forgets_on_the_chroma_server(chroma, tmp_path):
+    store = Store(tmp_path / "unused", chroma.url)
+    remembered = remember(store, "a note for the command line", owner="uid:1000")
+    store.close()
+
+    def memory(*words: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "hoshikage", "--state-dir", str(tmp_path), "memory", *words],
+                              capture_output=True, text=True, cwd=REPO, check=True,
+                              env={**os.environ, "HOSHIKAGE_CHROMA_URL": chroma.url, "COLUMNS": "200"})
+        return done.stdout
+
+    assert remembered in memory("list")
+    assert f"forgot {remembered}" in memory("forget", remembered)
+    assert remembered not in memory("list")
 
 
 def test_an_unreachable_or_refusing_chroma_server_is_memory_unavailable_naming_it(chroma, tmp_path):
