@@ -275,6 +275,7 @@ def _show(settings: Settings, args) -> int:
         "alias": entry.alias, "path": entry.path, "imported": str(entry.imported),
         "context length": f"{context.tokens} ({context.reason})",
         "gpu layers": str(entry.gpu_layers if entry.gpu_layers is not None else f"{settings.gpu_layers} (default)"),
+        **({"rpc servers": ", ".join(entry.rpc_servers) + " (every layer)"} if entry.rpc_servers else {}),
         "kind": "embedding" if entry.embedding else "chat",
         "chat format": entry.chat_format or "from GGUF template or architecture",
         **_origin_rows(entry.origin),

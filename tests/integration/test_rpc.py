@@ -76,6 +76,13 @@ def test_an_unreachable_rpc_server_is_a_503_naming_it(rpc_fleet):
         assert _answer(client, "gemma")  # the daemon is unharmed
 
 
+def test_show_names_the_servers(rpc_fleet):
+    shown = subprocess.run([sys.executable, "-m", "hoshikage", "--state-dir", str(rpc_fleet["daemon"].state_dir),
+                            "show", "gemma-rpc"], capture_output=True, text=True, cwd=REPO, check=True,
+                           env={**os.environ, "COLUMNS": "200"})
+    assert ", ".join(server.endpoint for server in rpc_fleet["servers"]) + " (every layer)" in shown.stdout
+
+
 def test_add_refuses_a_server_that_is_not_host_and_port(tmp_path, gemma_path):
     added = subprocess.run([sys.executable, "-m", "hoshikage", "--state-dir", str(tmp_path), "add", str(gemma_path),
                             "gemma-bad", "--rpc", "127.0.0.1"], capture_output=True, text=True, cwd=REPO)
