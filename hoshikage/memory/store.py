@@ -139,12 +139,13 @@ def _index_cache_of(count: int):
 
 
 def _server_failure(error: Exception) -> bool:
-    """Whether ERROR is the Chroma server failing (unreachable, timed out, answering 5xx), not a record missing."""
-    from chromadb.errors import ChromaError, NotFoundError
+    """Whether ERROR is the Chroma server failing (unreachable, timed out, answering 5xx, refusing the token now),
+    not a record missing nor a request of ours it rejects (that is a bug here, and stays one)."""
+    from chromadb.errors import ChromaError
 
-    if isinstance(error, NotFoundError):
-        return False
-    return isinstance(error, ChromaError) or type(error).__module__.split(".")[0] in ("httpx", "httpcore")
+    if isinstance(error, ChromaError):
+        return error.code() >= 500 or error.code() in (401, 403)
+    return type(error).__module__.split(".")[0] in ("httpx", "httpcore")
 
 
 def _missing(error: Exception) -> bool:
