@@ -21,8 +21,16 @@ from __future__ import annotations
 import ctypes
 import re
 import socket
+import struct
 
 CONNECT_SECONDS = 5.0
+ANSWER_SECONDS = 5.0
+# The greeting of llama.cpp's RPC protocol (ggml-rpc.cpp): command HELLO (14, fixed across versions), the size of
+# the request (u64), the client's transport capabilities (RPC_CONN_CAPS_SIZE bytes, none asked for here); the
+# answer is its size (u64), then major, minor, patch, padding and the server's capabilities.
+HELLO = 14
+CAPS_SIZE = 24
+HELLO_ANSWER_SIZE = 4 + CAPS_SIZE
 ALL_LAYERS = 999  # n_gpu_layers beyond any model's layer count: llama.cpp offloads every layer
 _ENDPOINT = re.compile(r"^(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$")
 
@@ -40,16 +48,38 @@ def parse_endpoint(text: str) -> str:
 
 
 def check_reachable(endpoints: list[str]) -> None:
-    """Connect to each server first: llama.cpp gives up on an unreachable one without saying which."""
+    """Greet each server first, within a few seconds: llama.cpp gives up on an unreachable one without naming it,
+    aborts the process when a greeting fails halfway, and waits forever on a server busy with another client
+    (an rpc-server serves one at a time)."""
     for endpoint in endpoints:
         host, _, port = endpoint.rpartition(":")
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS):
-                pass
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS) as probe:
+                probe.settimeout(ANSWER_SECONDS)
+                probe.sendall(bytes([HELLO]) + struct.pack("<Q", CAPS_SIZE) + bytes(CAPS_SIZE))
+                (size,) = struct.unpack("<Q", _received(probe, 8))
+                if size != HELLO_ANSWER_SIZE:
+                    raise RpcUnavailable(f"the RPC server {endpoint} answered as no rpc-server of this llama.cpp "
+                                         "does: run `hoshikage rpc-server` of the daemon's version there")
+                _received(probe, size)
+        except TimeoutError:
+            raise RpcUnavailable(f"the RPC server {endpoint} accepted but did not answer in {ANSWER_SECONDS:.0f} s: "
+                                 "an rpc-server serves one client at a time, and this one is likely serving "
+                                 "another daemon") from None
         except OSError as error:
             raise RpcUnavailable(f"the RPC server {endpoint} cannot be reached ({error.strerror or error}): start "
                                  f"`hoshikage rpc-server` there, or take it out of the model's rpc_servers "
                                  "(`hoshikage add ... --rpc ... --replace`)") from None
+
+
+def _received(connection: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            raise ConnectionResetError("it closed the connection")
+        data += chunk
+    return data
 
 
 class DeviceList:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
 import subprocess
 import sys
 
 import openai
 import pytest
 
+from hoshikage.engine import rpc
 from tests.conftest import REPO, Daemon, free_tcp_port, register
 from tests.scaling import RpcServer
 
@@ -81,6 +83,24 @@ def test_show_names_the_servers(rpc_fleet):
                             "show", "gemma-rpc"], capture_output=True, text=True, cwd=REPO, check=True,
                            env={**os.environ, "COLUMNS": "200"})
     assert ", ".join(server.endpoint for server in rpc_fleet["servers"]) + " (every layer)" in shown.stdout
+
+
+def test_a_server_busy_with_another_client_is_a_503_in_seconds_not_a_wait_forever(rpc_fleet, tmp_path, gemma_path):
+    busy = RpcServer(tmp_path / "busy.log")
+    try:
+        with socket.create_connection(("127.0.0.1", busy.port)) as other_client:  # greeted: the server is ours now
+            other_client.sendall(bytes([rpc.HELLO]) + struct.pack("<Q", rpc.CAPS_SIZE) + bytes(rpc.CAPS_SIZE))
+            assert len(other_client.recv(8 + rpc.HELLO_ANSWER_SIZE, socket.MSG_WAITALL)) == 8 + rpc.HELLO_ANSWER_SIZE
+            register(rpc_fleet["daemon"].state_dir, gemma_path, "gemma-busy", "--chat-format", "gemma", "--ctx",
+                     "2048", "--rpc", busy.endpoint)
+            with openai.OpenAI(base_url=f"{rpc_fleet['daemon'].base_url}/v1", api_key="unused", max_retries=0,
+                               timeout=60) as client:
+                with pytest.raises(openai.APIStatusError) as refused:
+                    _answer(client, "gemma-busy")
+            assert refused.value.status_code == 503
+            assert busy.endpoint in refused.value.body["message"] and "another" in refused.value.body["message"]
+    finally:
+        busy.stop()
 
 
 def test_add_refuses_a_server_that_is_not_host_and_port(tmp_path, gemma_path):
