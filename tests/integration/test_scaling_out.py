@@ -17,6 +17,7 @@ import pytest
 from hoshikage.engine.prompt_cache import saved_tags
 from hoshikage.memory.store import MemoryUnavailable, NotFound, Store
 from tests.conftest import REPO, Daemon, free_tcp_port, register
+from tests.memory_corpus import FACTS, conversation
 from tests.scaling import ChromaServer, HAProxy, balance
 from tests.stored import remember
 
@@ -294,3 +295,22 @@ def test_a_conversation_forgotten_on_one_daemon_leaves_no_kv_state_on_the_other(
     finally:
         for daemon in daemons.values():
             daemon.stop()
+
+
+def test_summary_and_recall_work_across_the_fleet(fleet):
+    """A long conversation written through one daemon is compressed and recalled by the other, from the server."""
+    history = conversation(300)  # many times the 4096-token context
+    fact = FACTS[2]
+    ports = fleet["ports"]
+    headers = {"Authorization": f"Bearer {KEYS['alice']}"}
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{ports['one']}/v1", api_key=KEYS["alice"], max_retries=0) as one, \
+            openai.OpenAI(base_url=f"http://127.0.0.1:{ports['two']}/v1", api_key=KEYS["alice"], max_retries=0) as two:
+        created = one.conversations.create(items=history[:100])
+        one.conversations.items.create(created.id, items=history[100:])
+        response = two.responses.create(model="gemma", input=fact.question, conversation=created.id,
+                                        max_output_tokens=8, temperature=0)
+    report = httpx.get(f"http://127.0.0.1:{ports['two']}/hoshikage/memory/{response.id}/context", headers=headers,
+                       timeout=30).json()
+    assert report["compressed"] and 0 < len(report["summary_sentences"]) <= 20
+    assert any(fact.answer in passage for passage in report["recalled_passages"])
+    assert not any(fact.answer in message["content"] for message in history[-40:])  # recalled, not verbatim
