@@ -11,7 +11,7 @@ Once an RPC server is registered, llama.cpp offers its devices to every model
 whose device list is left empty; so every model is given its list here: its own
 servers, or, for the others, this host's GPUs alone.
 
-upstream's warning stands: an rpc-server runs whatever graph a client sends it
+Upstream's warning stands: an rpc-server runs whatever graph a client sends it
 and has no authentication. It must only listen where nothing untrusted can
 reach it (loopback, or a private network between the hosts).
 """
@@ -53,6 +53,8 @@ def check_reachable(endpoints: list[str]) -> None:
     (an rpc-server serves one at a time)."""
     for endpoint in endpoints:
         host, _, port = endpoint.rpartition(":")
+        if _connected_here(host.strip("[]"), int(port)):
+            continue  # serving this process's other model on it: a greeting would wait its turn behind us
         try:
             with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS) as probe:
                 probe.settimeout(ANSWER_SECONDS)
@@ -70,6 +72,30 @@ def check_reachable(endpoints: list[str]) -> None:
             raise RpcUnavailable(f"the RPC server {endpoint} cannot be reached ({error.strerror or error}): start "
                                  f"`hoshikage rpc-server` there, or take it out of the model's rpc_servers "
                                  "(`hoshikage add ... --rpc ... --replace`)") from None
+
+
+def _connected_here(host: str, port: int) -> bool:
+    """Whether this process holds an established connection to HOST:PORT (llama.cpp's, for a loaded model)."""
+    import ipaddress
+    import os
+
+    from hoshikage import tcp_table
+
+    try:
+        wanted = {(tcp_table.plain(ipaddress.ip_address(info[4][0].split("%")[0])), port)
+                  for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return False
+    mine = set()
+    for descriptor in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{descriptor}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            mine.add(target[len("socket:["):-1])
+    return any(entry.state == tcp_table.ESTABLISHED and entry.inode in mine and entry.remote in wanted
+               for entry in tcp_table.sockets())
 
 
 def _received(connection: socket.socket, size: int) -> bytes:

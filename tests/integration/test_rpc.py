@@ -21,14 +21,16 @@ PROMPT = [{"role": "user", "content": "Name three colours and say why the sky is
 
 @pytest.fixture(scope="module")
 def rpc_fleet(tmp_path_factory, gemma_path):
-    """Two rpc-servers and a daemon with the model registered three ways: local, over both servers, over a
-    server that does not exist."""
+    """Two rpc-servers and a daemon with the model registered four ways: local, twice over both servers, and over
+    a server that does not exist."""
     root = tmp_path_factory.mktemp("rpc")
     servers = [RpcServer(root / f"rpc-{index}.log") for index in range(2)]
     nowhere = f"127.0.0.1:{free_tcp_port()}"
     state = root / "state"
     register(state, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "2048")
     register(state, gemma_path, "gemma-rpc", "--chat-format", "gemma", "--ctx", "2048",
+             "--rpc", ",".join(server.endpoint for server in servers))
+    register(state, gemma_path, "gemma-rpc-again", "--chat-format", "gemma", "--ctx", "2048",
              "--rpc", ",".join(server.endpoint for server in servers))
     register(state, gemma_path, "gemma-nowhere", "--chat-format", "gemma", "--ctx", "2048", "--rpc", nowhere)
     daemon = Daemon(state, {"HOSHIKAGE_SLOTS": "1"}, "--no-embedded-model")
@@ -64,6 +66,15 @@ def test_a_model_spread_over_two_rpc_servers_answers_as_the_local_one(rpc_fleet)
                            capture_output=True, text=True, cwd=REPO, check=True,
                            env={**os.environ, "HOSHIKAGE_LISTEN": f"tcp:127.0.0.1:{daemon.port}", "COLUMNS": "200"})
     assert f"its layers on the RPC servers {', '.join(endpoints)}" in shown.stdout, shown.stdout
+
+
+def test_a_second_model_on_the_same_servers_loads_beside_the_first(rpc_fleet):
+    """The servers already serve this daemon (the first model): it is not taken for another daemon keeping them busy."""
+    with openai.OpenAI(base_url=f"{rpc_fleet['daemon'].base_url}/v1", api_key="unused", max_retries=0) as client:
+        first = _answer(client, "gemma-rpc")
+        assert _answer(client, "gemma-rpc-again") == first
+        loaded = {model["model"] for model in client.get("/status", cast_to=object)["loaded_models"]}
+    assert {"gemma-rpc", "gemma-rpc-again"} <= loaded
 
 
 def test_an_unreachable_rpc_server_is_a_503_naming_it(rpc_fleet):

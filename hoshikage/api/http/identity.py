@@ -34,6 +34,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from hoshikage import tcp_table
 from hoshikage.api.http.errors import APIError
 from hoshikage.api_keys import find_key
 
@@ -69,35 +70,14 @@ def peer_uid(sock: socket.socket) -> int:
     return struct.unpack("3i", credentials)[1]
 
 
-def _address(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
-    """An address of /proc/net/tcp{,6}: host-order 32-bit words in hex, then the port in hex."""
-    host, _, port = text.partition(":")
-    words = [int(host[index:index + 8], 16) for index in range(0, len(host), 8)]
-    packed = struct.pack(f"={len(words)}I", *words)
-    return _plain(ipaddress.ip_address(packed)), int(port, 16)
-
-
-def _plain(address):
-    """An IPv4-mapped IPv6 address as the IPv4 address it is."""
-    mapped = getattr(address, "ipv4_mapped", None)
-    return mapped if mapped is not None else address
-
-
-def loopback_peer_uid(peer: tuple, local: tuple, tables: tuple[Path, ...] = (
-        Path("/proc/self/net/tcp"), Path("/proc/self/net/tcp6"))) -> int | None:
+def loopback_peer_uid(peer: tuple, local: tuple, tables: tuple[Path, ...] = tcp_table.TABLES) -> int | None:
     """The uid owning the TCP socket at PEER connected to LOCAL, from the kernel's socket tables; None when
     it is not listed (another network namespace, or gone)."""
-    want = ((_plain(ipaddress.ip_address(peer[0].split("%")[0])), peer[1]),
-            (_plain(ipaddress.ip_address(local[0].split("%")[0])), local[1]))
-    for table in tables:
-        try:
-            lines = table.read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 7 and (_address(fields[1]), _address(fields[2])) == want:
-                return int(fields[7])
+    want = ((tcp_table.plain(ipaddress.ip_address(peer[0].split("%")[0])), peer[1]),
+            (tcp_table.plain(ipaddress.ip_address(local[0].split("%")[0])), local[1]))
+    for entry in tcp_table.sockets(tables):
+        if (entry.local, entry.remote) == want:
+            return entry.uid
     return None
 
 
@@ -180,7 +160,7 @@ class Access:
 
 def _is_loopback(peer) -> bool:
     try:
-        return _plain(ipaddress.ip_address(peer[0].split("%")[0])).is_loopback
+        return tcp_table.plain(ipaddress.ip_address(peer[0].split("%")[0])).is_loopback
     except (TypeError, ValueError, IndexError):
         return False
 
