@@ -55,6 +55,7 @@ _SEGMENT_DIR = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 PLACEHOLDER = [0.0]
 SERVER_TIMEOUT_SECONDS = 30.0  # longest one call to a Chroma server may take
 SERVER_CONNECT_SECONDS = 5.0
+APPEND_ATTEMPTS = 8  # writes of one conversation colliding with other daemons' before one gives up
 
 
 class MemoryUnavailable(Exception):
@@ -395,30 +396,54 @@ class Store:
         """Store ITEMS (role, text, item) at the end, with RESPONSE's record, in one write; their positions.
 
         The first INPUT_COUNT items are the response's input, the rest its output.
+
+        On a Chroma server another daemon may append to the same conversation at the same moment and take the
+        same positions; chromadb's add keeps the first record of an id and drops the second without a word. So
+        there every turn carries this write's mark, and a write that finds another's turn at one of its
+        positions takes back what of it landed and goes after the other's.
         """
         key = conversation_key(conversation_id)
         records = self._records(key)
-        start = len(records.get(where={"kind": "turn"}, include=[])["ids"])
-        now = int(time.time())
-        positions = list(range(start, start + len(items)))
-        response_id = response["id"] if response else ""
-        ids, documents, metadatas = [], [], []
-        for position, (role, text, item) in zip(positions, items):
-            ids.append(f"t{position:08d}")
-            documents.append(text)
-            metadatas.append({"kind": "turn", "position": position, "role": role, "created_at": now,
-                              "response_id": response_id, "item": json.dumps(item, ensure_ascii=False)})
-        if response is not None:
-            ids.append("r" + response_id)
-            documents.append(json.dumps(response, ensure_ascii=False))
-            metadatas.append({"kind": "response", "created_at": now, "parent": parent or "",
-                              "input_positions": json.dumps(positions[:input_count]),
-                              "positions": json.dumps(positions),
-                              "context": json.dumps(context, ensure_ascii=False)})
-        if ids:
-            records.add(ids=ids, embeddings=[PLACEHOLDER] * len(ids), documents=documents, metadatas=metadatas)
+        writer = uuid.uuid4().hex
+        for _ in range(APPEND_ATTEMPTS):
+            start = self._next_position(records)
+            now = int(time.time())
+            positions = list(range(start, start + len(items)))
+            response_id = response["id"] if response else ""
+            ids, documents, metadatas = [], [], []
+            for position, (role, text, item) in zip(positions, items):
+                ids.append(f"t{position:08d}")
+                documents.append(text)
+                metadatas.append({"kind": "turn", "position": position, "role": role, "created_at": now,
+                                  "response_id": response_id, "item": json.dumps(item, ensure_ascii=False),
+                                  "writer": writer})
+            if response is not None:
+                ids.append("r" + response_id)
+                documents.append(json.dumps(response, ensure_ascii=False))
+                metadatas.append({"kind": "response", "created_at": now, "parent": parent or "",
+                                  "input_positions": json.dumps(positions[:input_count]),
+                                  "positions": json.dumps(positions),
+                                  "context": json.dumps(context, ensure_ascii=False)})
+            if ids:
+                records.add(ids=ids, embeddings=[PLACEHOLDER] * len(ids), documents=documents, metadatas=metadatas)
+            if self.url is None or not items:
+                break  # the embedded store has one writer: this daemon's memory thread
+            turn_ids = ids[:len(items)]
+            landed = records.get(ids=turn_ids, include=["metadatas"])
+            mine = [record_id for record_id, meta in zip(landed["ids"], landed["metadatas"])
+                    if meta.get("writer") == writer]
+            if len(mine) == len(turn_ids):
+                break
+            if mine or response is not None:
+                records.delete(ids=mine + ids[len(items):])
+        else:
+            raise MemoryUnavailable(f"the conversation {conversation_id} was appended to by other daemons "
+                                    f"{APPEND_ATTEMPTS} times while this one wrote; nothing of this turn is kept")
         records.update(ids=["conversation"], metadatas=[{"last_used": now}])
         return positions
+
+    def _next_position(self, records) -> int:
+        return len(records.get(where={"kind": "turn"}, include=[])["ids"])
 
     def delete_response(self, response_id: str) -> None:
         """Forget one response object. Its turns stay part of the conversation they belong to, and its link in

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from hoshikage.engine.prompt_cache import saved_tags
-from hoshikage.memory.store import MemoryUnavailable, NotFound, Store
+from hoshikage.memory.store import MemoryUnavailable, NotFound, Store, new_response_id
 from tests.conftest import REPO, Daemon, free_tcp_port, register
 from tests.memory_corpus import FACTS, conversation
 from tests.scaling import ChromaServer, HAProxy, balance
@@ -80,6 +80,35 @@ def test_hoshikage_memory_lists_and_forgets_on_the_chroma_server(chroma, tmp_pat
     assert remembered in memory("list")
     assert f"forgot {remembered}" in memory("forget", remembered)
     assert remembered not in memory("list")
+
+
+def test_two_daemons_appending_to_one_conversation_at_once_lose_no_turn(chroma, tmp_path):
+    """The race, made to happen: this daemon counts the turns, the other appends, then this one writes."""
+    other = Store(tmp_path, chroma.url)
+
+    class Late(Store):
+        race = raced = False
+
+        def _next_position(self, records):
+            counted = super()._next_position(records)
+            if self.race and not self.raced:  # the other daemon's turn lands between the count and the write
+                self.raced = True
+                other.append(conversation_id, [("user", "theirs", {"n": "theirs"})])
+            return counted
+
+    mine = Late(tmp_path, chroma.url)
+    conversation_id = mine.create_conversation({}, implicit=False).id
+    mine.append(conversation_id, [("user", "first", {"n": 1})])
+    mine.race = True
+    response = {"id": new_response_id(conversation_id), "object": "response"}
+    positions = mine.append(conversation_id, [("user", "mine", {"n": 2}), ("assistant", "reply", {"n": 3})],
+                            response, None, 1)
+    assert mine.raced
+    assert [turn.text for turn in mine.turns(conversation_id)] == ["first", "theirs", "mine", "reply"]
+    assert positions == [2, 3] and mine.response(response["id"])["positions"] == [2, 3]
+    mine.forget(conversation_id)
+    mine.close()
+    other.close()
 
 
 def test_an_unreachable_or_refusing_chroma_server_is_memory_unavailable_naming_it(chroma, tmp_path):
