@@ -13,9 +13,11 @@ from pathlib import Path
 
 import httpx
 
+from hoshikage import tcp_table
 from tests.conftest import REPO, free_tcp_port
 
 START_TIMEOUT = 60
+LISTENING = "0A"  # the kernel's TCP_LISTEN, in its table
 
 
 class ChromaServer:
@@ -156,16 +158,14 @@ class RpcServer:
                                             stderr=subprocess.STDOUT, cwd=REPO)
         self.log_path = log_path
         deadline = time.monotonic() + START_TIMEOUT
-        while not self._listening():  # it prints its banner through a pipe's buffer: its socket is the signal
+        while not self._listening():  # its banner waits in stdout's buffer (a file): its socket is the signal
             assert self.process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, "rpc-server never listened"
             time.sleep(0.05)
 
     def _listening(self) -> bool:
-        # The kernel's table of listening sockets: a probe connection would take the server's one client turn.
-        port = f":{self.port:04X} "
-        with open("/proc/net/tcp") as table:
-            return any(port in line and line.split()[3] == "0A" for line in table)
+        # The kernel's table of sockets: a probe connection would take the server's one client turn.
+        return any(entry.state == LISTENING and entry.local[1] == self.port for entry in tcp_table.sockets())
 
     def resident_bytes(self) -> int:
         with open(f"/proc/{self.process.pid}/status") as status:
