@@ -38,9 +38,19 @@ def setup_logging(level: str) -> None:
         handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER="hoshikage")
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(_own_stderr())
         handler.setFormatter(_ReadableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
     # aiohttp's access log would duplicate our own per-request line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _own_stderr():
+    """A stream of its own onto what stderr is now. llama-cpp-python points stderr (fd 2 and sys.stderr) at
+    /dev/null while it loads a model, to hide llama.cpp's chatter; the lines other threads log meanwhile (the
+    daemon keeps starting and serving during a load) must not go there with it."""
+    try:
+        return open(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    except (OSError, ValueError, AttributeError):  # no file under sys.stderr (a test's capture): as it is
+        return sys.stderr
