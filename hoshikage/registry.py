@@ -25,6 +25,7 @@ from typing import Any
 
 FORMAT_VERSION = 1
 ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+LATEST = ":latest"  # Ollama's default tag
 
 
 class RegistryError(Exception):
@@ -167,3 +168,14 @@ class Registry:
             os.fsync(directory)  # make the rename itself durable
         finally:
             os.close(directory)
+
+
+def resolve_name(name: str, known) -> str | None:
+    """The alias NAME means among KNOWN: itself, or with ':latest' added or taken off; None when none."""
+    if name in known:
+        return name
+    if name.endswith(LATEST) and name[:-len(LATEST)] in known:
+        return name[:-len(LATEST)]
+    if ":" not in name and name + LATEST in known:
+        return name + LATEST
+    return None

@@ -25,11 +25,10 @@ from hoshikage.api.responses import endpoints as responses
 from hoshikage.api.responses import websocket
 from hoshikage.api.responses.websocket import is_upgrade
 from hoshikage.config import Settings
-from hoshikage.engine import cpu_weights, native, prompt_cache
-from hoshikage.engine.llama import LoadOptions
+from hoshikage.engine import native, pool_setup
 from hoshikage.engine.models import ModelPool
 from hoshikage.memory.service import Memory, MemorySettings
-from hoshikage.metrics import Metrics, live_gauges, read_previous, write_textfile
+from hoshikage.metrics import Metrics, read_previous, write_textfile
 from hoshikage.registry import Registry
 
 log = logging.getLogger("hoshikage.api")
@@ -39,7 +38,9 @@ log = logging.getLogger("hoshikage.api")
 UNTRACKED_PATHS = frozenset({"/health", "/v1/status", "/openapi.json", "/", "/api/version", "/api/tags", "/api/ps"})
 
 
-def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
+def create_app(settings: Settings, registry: Registry | None = None,
+               engine: pool_setup.Engine | None = None) -> web.Application:
+    """The API on ENGINE (its model pool and figures; by default, made from SETTINGS)."""
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[connection_middleware, request_log_middleware, error_middleware,
                                        identity_middleware])
@@ -50,26 +51,11 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[keys.ACTIVITY] = Activity()
     app[keys.CONNECTIONS] = ConnectionGuard(settings.connection_idle_seconds, settings.max_connections,
                                             keepalive_seconds(settings))
-    metrics = app[keys.METRICS] = Metrics(live=lambda: live_gauges(app[keys.POOL]))
-    repack = app[keys.CPU_WEIGHTS] = cpu_weights.for_this_host(settings.cpu_weight_repack)
+    engine = engine or pool_setup.set_up(settings, registry)
+    app[keys.METRICS] = engine.metrics
+    app[keys.CPU_WEIGHTS] = engine.cpu_weights
     app[keys.CPU_BACKEND] = native.cpu_backend()  # fixed for the process's life: not asked again per /v1/status
-    log.info("repacked CPU weights %s: %s", "allowed" if repack.allowed else "off", repack.reason,
-             extra={"CPU_WEIGHT_REPACK": repack.journal_value})
-    app[keys.POOL] = ModelPool(registry, LoadOptions(
-        context_length=settings.context_length, gpu_layers=settings.gpu_layers, threads=settings.threads,
-        flash_attn=settings.flash_attn,
-        prompt_cache_min_tokens=settings.prompt_cache_min_tokens, slots=settings.slots,
-        spare_slots=settings.spare_slots,
-        batch_invariant=settings.batch_invariant, weight_repack=repack.allowed,
-        adaptive_threads=settings.adaptive_threads, prompt_cache_dir=prompt_cache.cache_root(settings),
-        prompt_cache_ram_bytes=settings.prompt_cache_ram_mib * 2**20,
-        prompt_cache_disk_bytes=settings.prompt_cache_disk_mib * 2**20),
-        settings.ramdisk_path,
-        max_waiting=settings.max_queue, max_waiting_per_identity=settings.max_queue_per_identity,
-        budget_bytes=settings.memory_budget_mib * 2**20,
-        devices=native.device_report, device_budget_bytes=settings.gpu_memory_budget_mib * 2**20,
-        on_load=lambda alias, seconds: (metrics.count("hoshikage_model_loads", (alias,)),
-                                        metrics.observe("hoshikage_model_load_seconds", (alias,), seconds)))
+    app[keys.POOL] = engine.pool
     # Opens nothing yet: the store and the embedding model load on the first memory request.
     app[keys.MEMORY] = Memory(MemorySettings.from_settings(settings))
     app[keys.MEMORY].on_forget = app[keys.POOL].forget_prompt_cache

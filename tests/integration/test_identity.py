@@ -28,7 +28,7 @@ import httpx
 import openai
 import pytest
 
-from hoshikage.api.http.identity import loopback_peer_uid
+from hoshikage.peers import loopback_peer_uid
 from tests.as_user import json_as, run_as
 from tests.conftest import REPO, Daemon, register
 

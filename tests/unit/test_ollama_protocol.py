@@ -9,8 +9,9 @@ import pytest
 
 from hoshikage.api.http.errors import APIError
 from hoshikage.api.ollama.protocol import (chat_messages, human_parameters, ollama_name, parse_keep_alive,
-                                           request_body, resolve_name, tool_calls_out)
+                                           request_body, tool_calls_out)
 from hoshikage.engine.tools import ToolCall
+from hoshikage.registry import resolve_name
 
 
 def test_names_take_and_give_the_latest_tag():

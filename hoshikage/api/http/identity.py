@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import os
 import pwd
 import socket
-import struct
 import weakref
 from pathlib import Path
 
 from aiohttp import web
 
-from hoshikage import tcp_table
+from hoshikage.peers import admits, is_loopback, loopback_peer_uid, peer_uid
 from hoshikage.api.http.errors import APIError
 from hoshikage.api_keys import find_key
 
@@ -64,44 +62,6 @@ def _socket_of(request: web.Request) -> socket.socket | None:
     return transport.get_extra_info("socket") if transport is not None else None
 
 
-def peer_uid(sock: socket.socket) -> int:
-    """The uid of the process at the other end of unix socket SOCK, as the kernel recorded it at connect."""
-    credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", credentials)[1]
-
-
-def loopback_peer_uid(peer: tuple, local: tuple, tables: tuple[Path, ...] = tcp_table.TABLES) -> int | None:
-    """The uid owning the TCP socket at PEER connected to LOCAL, from the kernel's socket tables; None when
-    it is not listed (another network namespace, or gone)."""
-    want = ((tcp_table.plain(ipaddress.ip_address(peer[0].split("%")[0])), peer[1]),
-            (tcp_table.plain(ipaddress.ip_address(local[0].split("%")[0])), local[1]))
-    for entry in tcp_table.sockets(tables):
-        if (entry.local, entry.remote) == want:
-            return entry.uid
-    return None
-
-
-def could_open(path: Path, uid: int) -> bool:
-    """Whether UID may connect to unix socket PATH: write permission by owner, group (as the account database
-    lists the user's groups) or others."""
-    try:
-        status = path.stat()
-    except OSError:
-        return False
-    if uid == 0:
-        return True
-    if uid == status.st_uid:
-        return bool(status.st_mode & 0o200)
-    try:
-        account = pwd.getpwuid(uid)
-        groups = os.getgrouplist(account.pw_name, account.pw_gid)
-    except KeyError:
-        groups = []
-    if status.st_gid in groups:
-        return bool(status.st_mode & 0o020)
-    return bool(status.st_mode & 0o002)
-
-
 class Access:
     """The daemon's access policy: its keys, its own uid, the unix sockets whose permissions TCP follows."""
 
@@ -126,7 +86,7 @@ class Access:
         if transport is None:
             raise ConnectionResetError("the client went away")
         peer = transport.get_extra_info("peername")
-        if not _is_loopback(peer):
+        if not is_loopback(peer):
             return ANONYMOUS
         if transport not in self._tcp_peers:  # once per connection, off the event loop (files, the user database)
             self._tcp_peers[transport] = await asyncio.to_thread(
@@ -137,11 +97,9 @@ class Access:
         return ANONYMOUS if uid is None else self.of_uid(uid)
 
     def _loopback_verdict(self, peer, local) -> tuple[int | None, str | None]:
-        """(the loopback peer's uid or None, why it may not ask or None): with unix sockets served, TCP admits
-        whom they admit."""
+        """(the loopback peer's uid or None, why it may not ask or None): peers.admits."""
         uid = loopback_peer_uid(peer, local)
-        if not self.unix_paths or (uid is not None and (
-                uid in (0, self.daemon_uid) or any(could_open(path, uid) for path in self.unix_paths))):
+        if admits(uid, self.unix_paths, self.daemon_uid):
             return uid, None
         if uid is None:  # whoever it is might be someone the socket's group keeps out
             return None, ("The daemon cannot tell which local user this TCP connection comes from (it is not in "
@@ -156,13 +114,6 @@ class Access:
             raise APIError(401, "Incorrect API key provided. Send it as 'Authorization: Bearer KEY'; "
                                 "the unix socket needs none.", code="invalid_api_key")
         return Identity(f"key:{key.name}", admin=key.admin)
-
-
-def _is_loopback(peer) -> bool:
-    try:
-        return tcp_table.plain(ipaddress.ip_address(peer[0].split("%")[0])).is_loopback
-    except (TypeError, ValueError, IndexError):
-        return False
 
 
 def _refusal(uid: int, path: Path) -> str:

@@ -30,13 +30,14 @@ from hoshikage.api.http.body import read_json
 from hoshikage.api.http.errors import APIError, invalid
 from hoshikage.api.http.sse import started_stream
 from hoshikage.api.ollama.protocol import (chat_messages, details, digest, done_reason, model_summary, nanoseconds,
-                                           ollama_name, parse_keep_alive, request_body, resolve_name, timestamp,
+                                           ollama_name, parse_keep_alive, request_body, timestamp,
                                            tool_calls_out, unknown_options)
 from hoshikage.api.openai.embeddings import embed, parse_inputs
 from hoshikage.api.openai.protocol import parse_chat_request, parse_completion_request, whole_number
 from hoshikage.api.tool_answers import text_splitter, tool_answer
 from hoshikage.engine.context_choice import context_for
 from hoshikage.engine.llama import Chunk
+from hoshikage.registry import resolve_name
 
 log = logging.getLogger("hoshikage.api")
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from hoshikage.api.http.errors import invalid
 from hoshikage.api.openai.protocol import whole_number
+from hoshikage.registry import LATEST
 
-LATEST = ":latest"
 # options that map onto a request field (Ollama's name -> ours)
 SAMPLING_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
                     "seed": "seed", "repeat_penalty": "repeat_penalty", "presence_penalty": "presence_penalty",
@@ -37,17 +37,6 @@ _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m":
 def ollama_name(alias: str) -> str:
     """ALIAS as Ollama shows it: name:tag, with :latest for an alias that has no tag."""
     return alias if ":" in alias else alias + LATEST
-
-
-def resolve_name(name: str, known) -> str | None:
-    """The alias NAME means among KNOWN: itself, or with ':latest' added or taken off; None when none."""
-    if name in known:
-        return name
-    if name.endswith(LATEST) and name[:-len(LATEST)] in known:
-        return name[:-len(LATEST)]
-    if ":" not in name and name + LATEST in known:
-        return name + LATEST
-    return None
 
 
 # Times ---------------------------------------------------------------------------
