@@ -133,7 +133,7 @@ def _serve(settings: Settings, args) -> int:
     from hoshikage.engine.native import start_backends
 
     start_backends()
-    from hoshikage.daemon import ListenError, serve
+    from hoshikage.startup import ListenError, serve
 
     try:
         return serve(settings)

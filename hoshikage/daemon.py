@@ -1,9 +1,8 @@
-"""Process lifecycle: inherit or bind sockets, serve, exit on a signal or when idle."""
+"""The daemon's HTTP side and its life: inherit or bind sockets, serve, exit on a signal or when idle."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import logging
 import os
@@ -16,14 +15,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from hoshikage import __version__, lifecycle, systemd
+from hoshikage import lifecycle, systemd
 from hoshikage.api import create_app
 from hoshikage.api.http import keys
 from hoshikage.api.http.framing import shape_parser_errors
 from hoshikage.config import Settings, parse_listen_address
+from hoshikage.engine.pool_setup import Engine
 from hoshikage.metrics import seconds_since_process_start
-from hoshikage.model_files import ensure_embedded_model
+from hoshikage.peers import unix_socket_paths
 from hoshikage.registry import Registry
+from hoshikage.startup import ListenError
 
 log = logging.getLogger("hoshikage.daemon")
 
@@ -34,22 +35,11 @@ STOP_TIMEOUT_SECONDS = 10.0
 EXIT_STOP_TIMEOUT = 70  # EX_SOFTWARE: the stop was not clean (a stop systemd asked for is not restarted)
 
 
-def serve(settings: Settings) -> int:
-    return asyncio.run(_serve(settings))
-
-
-async def _serve(settings: Settings) -> int:
-    inherited = systemd.inherited_sockets()
-    if inherited:
-        # Socket activation: the point is to run only while needed, so idling ends the process.
-        settings = dataclasses.replace(settings, exit_when_idle=True)
-    log.info("starting hoshikage %s (%s)", __version__,
-             "socket-activated" if inherited else "binding " + ", ".join(settings.listen),
-             extra={"EVENT": "start"})
-    registry = Registry(settings.registry_file)
-    if settings.embedded_model:
-        await _register_embedded_model(settings, registry)
-    app = create_app(settings, registry)
+async def run(settings: Settings, inherited: list[socket.socket], registry: Registry, engine: Engine,
+              first_connection: socket.socket | None) -> int:
+    """Serve until a stop signal or, when exiting on idle, the idle timeout (startup.py has done what comes
+    before). FIRST_CONNECTION: the one that woke the daemon, accepted and not yet read (first_request.py)."""
+    app = create_app(settings, registry, engine)
     # Signals are ours from here: a SIGTERM that comes right after READY=1 (or
     # during start-up) must stop the daemon cleanly, not kill it by default.
     signalled = _catch_stop_signals()
@@ -70,6 +60,8 @@ async def _serve(settings: Settings) -> int:
     except ListenError:
         await runner.cleanup()
         raise
+    if first_connection is not None:  # served like any connection the sites accept
+        await asyncio.get_running_loop().connect_accepted_socket(runner.server, first_connection)
     app[keys.ACCESS].unix_paths = _unix_paths(inherited, settings)
     _warn_if_open(inherited, settings)
     log.info("listening on %s (threads=%d, idle timeout %d s%s)", ", ".join(site.name for site in sites),
@@ -149,17 +141,6 @@ def first_try(sites: list[web.BaseSite], registry: Registry) -> str:
             f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
 
 
-async def _register_embedded_model(settings: Settings, registry: Registry) -> None:
-    systemd.notify("STATUS=preparing the embedded default model")
-    entry = await asyncio.to_thread(ensure_embedded_model, settings, registry)
-    if entry is not None:
-        log.info("embedded model registered as %s (%s)", entry.alias, entry.path, extra={"MODEL": entry.alias})
-
-
-class ListenError(Exception):
-    """An address the daemon cannot listen on; str() is the one line to show the admin."""
-
-
 _BIND_CAUSES = {
     errno.EADDRINUSE: "the address is already in use (another hoshikage, or another program, listens there)",
     errno.EACCES: "permission denied",
@@ -196,8 +177,7 @@ async def _start_sites(runner: web.AppRunner, inherited: list[socket.socket],
 def _unix_paths(inherited: list[socket.socket], settings: Settings) -> list[Path]:
     """The unix sockets served: their permissions say who may use TCP without a key (api/http/identity.py)."""
     if inherited:
-        names = [sock.getsockname() for sock in inherited if sock.family == socket.AF_UNIX]
-        return [Path(name) for name in names if isinstance(name, str) and name.startswith("/")]
+        return unix_socket_paths(inherited)
     return [Path(path) for kind, path, _ in map(parse_listen_address, settings.listen) if kind == "unix"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -92,6 +93,23 @@ class ModelPool:
         self._on_load = on_load  # (alias, seconds including RAM-disk staging): the metrics' hook
         self._retired_reuse: dict[str, int] = {}  # prompt-cache reuse of models since unloaded
         self._retired_kv: dict[str, Counter] = {}  # the KV prompt caches' counters of models since unloaded
+        self._preloading: asyncio.Task | None = None
+
+    def preload(self, alias: str) -> None:
+        """Start loading ALIAS for a request on its way (first_request.py), which then finds it loading or loaded.
+        A failure is left to that request: its own scheduler_for tries again and reports it."""
+        async def load() -> None:
+            try:
+                scheduler = await self.scheduler_for(alias)
+            except Exception as error:  # noqa: BLE001 - the request's own attempt reports it
+                log.info("loading %s ahead of its request failed (%s); the request will try again", alias,
+                         error, extra={"MODEL": alias})
+                return
+            scheduler.release_lease()
+
+        log.info("the request that started the daemon asks for %s: loading it while the daemon starts", alias,
+                 extra={"MODEL": alias, "EVENT": "preload"})
+        self._preloading = asyncio.ensure_future(load())
 
     async def scheduler_for(self, alias: str) -> ModelScheduler:
         """The scheduler of ALIAS, loading (or reloading a changed) model first.
@@ -345,6 +363,10 @@ class ModelPool:
         return totals
 
     async def close(self) -> None:
+        if self._preloading is not None and not self._preloading.done():
+            self._preloading.cancel()  # a load under way goes on in its thread; the process is ending anyway
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._preloading
         for alias in list(self._slots):
             await self._unload(alias)
 
