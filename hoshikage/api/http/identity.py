@@ -32,9 +32,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from hoshikage.peers import admits, is_loopback, loopback_peer_uid, peer_uid
 from hoshikage.api.http.errors import APIError
 from hoshikage.api_keys import find_key
+from hoshikage.peers import admits, is_loopback, loopback_peer_uid, peer_uid
 
 
 
