@@ -8,7 +8,8 @@ runs (``--resume``: this user's latest for the model, kept in
 daemon's idle exits. Without conversation memory it falls back to a stateless
 chat (the history sent with each question) and says so once.
 
-Tokens are printed as they come. Ctrl-C stops the answer being made (the
+In a terminal it has the model loaded before the first prompt, as `ollama run` does, so that the first
+answer does not wait for a load and a model the daemon lacks is said at once. Tokens are printed as they come. Ctrl-C stops the answer being made (the
 connection closes, and the daemon cancels it) and keeps the chat; Ctrl-D or
 ``/bye`` leaves. Input has line editing and history (readline); a message
 that starts with three double quotes goes on until a line that ends with them.
@@ -64,6 +65,13 @@ class ChatSession:
         self.stateless_history: list[dict[str, str]] | None = None  # the history, when the daemon keeps none
         self.values: dict[str, Any] = {}
         self.instructions: str | None = None
+
+    def load(self) -> None:
+        """Have the daemon load the model now, as `ollama run` does before its first prompt (with Ollama's
+        load-only request): the first answer then comes without a load, a model the daemon does not have or
+        cannot load is said at once, and a socket-activated daemon starts loading it while it starts
+        (first_request.py)."""
+        self.endpoint.call("POST", "/api/generate", {"model": self.model})
 
     # The conversation -----------------------------------------------------------
 
@@ -190,6 +198,7 @@ def run(settings: Settings, args) -> int:
         except BrokenPipeError:  # `| head` had enough: the connection closes and the daemon stops the answer
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    session.load()
     notice = session.start(resume=args.resume, conversation=args.conversation)
     if notice:
         print(notice, file=sys.stderr)

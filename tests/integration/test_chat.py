@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pexpect
@@ -48,11 +49,17 @@ def _wait_for_exit(activator: Activator) -> None:
         time.sleep(0.2)
 
 
+def _activated(tmp_path, gemma_path, embedding_model_dir, idle_timeout: int) -> tuple[Activator, str, Path]:
+    """A socket-activated daemon serving gemma with memory; the chat's --url and home."""
+    register(tmp_path, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "1024")
+    activator = Activator(tmp_path, "--idle-timeout", str(idle_timeout),
+                          env={"SENTENCE_BERT_MODEL": str(embedding_model_dir)})
+    return activator, f"unix:{activator.unix_path}", tmp_path / "home"
+
+
 def test_a_terminal_chat_streams_stops_remembers_and_resumes_after_an_idle_exit(tmp_path, gemma_path,
                                                                              embedding_model_dir):
-    register(tmp_path, gemma_path, "gemma", "--chat-format", "gemma", "--ctx", "1024")
-    activator = Activator(tmp_path, "--idle-timeout", "2", env={"SENTENCE_BERT_MODEL": str(embedding_model_dir)})
-    url, home = f"unix:{activator.unix_path}", tmp_path / "home"
+    activator, url, home = _activated(tmp_path, gemma_path, embedding_model_dir, idle_timeout=2)
     try:
         child = _chat(tmp_path, url, home=home)
         _say(child, "/set max_output_tokens 8", "max_output_tokens = 8")
@@ -99,6 +106,32 @@ def test_a_terminal_chat_streams_stops_remembers_and_resumes_after_an_idle_exit(
         resumed.expect(pexpect.EOF)
         resumed.close()
         assert resumed.exitstatus == 0
+    finally:
+        activator.stop()
+
+
+def test_the_model_loads_before_the_first_question_and_a_missing_one_is_said_at_once(tmp_path, gemma_path,
+                                                                                     embedding_model_dir):
+    activator, url, home = _activated(tmp_path, gemma_path, embedding_model_dir, idle_timeout=30)
+    try:
+        child = _chat(tmp_path, url, home=home)
+        # Nothing asked yet, and the model is in memory: the chat's first request loaded it, read ahead by the
+        # daemon it woke (first_request.py).
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(activator.unix_path)), timeout=30) as unix:
+            loaded = unix.get("http://hoshikage/v1/status").json()["loaded_models"]
+        assert [model["model"] for model in loaded] == ["gemma"]
+        assert "the request that started the daemon asks for gemma" in activator.log_text()
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+        missing = pexpect.spawn(sys.executable, ["-m", "hoshikage", "chat", "no-such-model", "--url", url],
+                                cwd=str(REPO), env={**os.environ, "XDG_STATE_HOME": str(home), "HOME": str(home)},
+                                encoding="utf-8", timeout=120)
+        missing.expect("model 'no-such-model' not found")
+        assert PROMPT not in missing.read()  # told before any question, and no chat begins
+        missing.close()
+        assert missing.exitstatus == 1
     finally:
         activator.stop()
 
