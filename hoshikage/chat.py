@@ -9,9 +9,9 @@ daemon's idle exits. Without conversation memory it falls back to a stateless
 chat (the history sent with each question) and says so once.
 
 In a terminal it has the model loaded before the first prompt, as `ollama run` does, so that the first
-answer does not wait for a load and a model the daemon lacks is said at once. Tokens are printed as they come. Ctrl-C stops the answer being made (the
-connection closes, and the daemon cancels it) and keeps the chat; Ctrl-D or
-``/bye`` leaves. Input has line editing and history (readline); a message
+answer does not wait for a load and a model the daemon lacks is said at once. Tokens are printed as they
+come. Ctrl-C stops the answer being made (the connection closes, and the daemon cancels it) and keeps the
+chat; Ctrl-D or ``/bye`` leaves. Input has line editing and history (readline); a message
 that starts with three double quotes goes on until a line that ends with them.
 Not a terminal (``echo question | hoshikage chat MODEL``), or with the question
 as an argument, it answers once, prints only the answer and stores nothing.
