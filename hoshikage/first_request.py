@@ -69,8 +69,8 @@ def take(listeners: list[socket.socket], tcp_keys) -> FirstRequest | None:
         listener.setblocking(False)  # as asyncio will set it anyway: a connection gone meanwhile must not block
         try:
             connection, _ = listener.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            continue  # someone else's, or it gave up meanwhile
+        except OSError:
+            continue  # gone meanwhile, or not a socket that accepts: the usual path says what is wrong
         connection.setblocking(False)
         try:
             data = connection.recv(PEEK_BYTES, socket.MSG_PEEK)
