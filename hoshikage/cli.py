@@ -454,17 +454,12 @@ def _hash_key(settings: Settings, args) -> int:
 
 def _rpc_server(settings: Settings, args) -> int:
     """llama.cpp's RPC server in this process until it is stopped (engine/rpc.py)."""
-    import ipaddress
-
     from hoshikage.engine.rpc import RpcUnavailable, serve
     from hoshikage.logs import setup_logging
+    from hoshikage.peers import is_loopback_host
 
     setup_logging(settings.log_level)
-    try:
-        loopback = ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        loopback = args.host == "localhost"
-    if not loopback:
+    if not is_loopback_host(args.host):
         logging.getLogger("hoshikage.rpc").warning(
             "rpc-server on %s: it runs whatever a client sends and asks no key; only a trusted network may reach "
             "port %d (a firewall, a private link or a VPN between the hosts)", args.host, args.port)

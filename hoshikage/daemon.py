@@ -22,7 +22,7 @@ from hoshikage.api.http.framing import shape_parser_errors
 from hoshikage.config import Settings, parse_listen_address
 from hoshikage.engine.pool_setup import Engine
 from hoshikage.metrics import seconds_since_process_start
-from hoshikage.peers import unix_socket_paths
+from hoshikage.peers import is_loopback_host, unix_socket_paths
 from hoshikage.registry import Registry
 from hoshikage.startup import ListenError
 
@@ -189,19 +189,10 @@ def _warn_if_open(inherited: list[socket.socket], settings: Settings) -> None:
         hosts = [sock.getsockname()[0] for sock in inherited if sock.family in (socket.AF_INET, socket.AF_INET6)]
     else:
         hosts = [host for kind, host, _ in map(parse_listen_address, settings.listen) if kind == "tcp"]
-    exposed = [host for host in hosts if not _loopback_host(host)]
+    exposed = [host for host in hosts if not is_loopback_host(host)]
     if exposed:
         log.warning("TCP on %s has no API key: anyone who reaches it is let in, all as one 'anonymous' identity "
                     "sharing its conversations; set api_keys to tell them apart", ", ".join(exposed))
-
-
-def _loopback_host(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _socket_answers(path: Path) -> bool:

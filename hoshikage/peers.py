@@ -61,6 +61,14 @@ def is_loopback(peer) -> bool:
         return False
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether HOST, an address or name to listen on, is this machine's loopback."""
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def admits(uid: int | None, unix_paths: list[Path], daemon_uid: int) -> bool:
     """Whether a loopback TCP peer of UID (None: not found) may ask without a key: with unix sockets served, TCP
     admits whom they admit; with none (``hoshikage serve`` by hand), every local user."""

@@ -112,7 +112,6 @@ class DeviceList:
     """A NULL-terminated array of ggml devices for llama_model_params.devices, kept alive as long as the load."""
 
     def __init__(self, handles: list[int], endpoints: list[str]):
-        self.handles = handles
         self.endpoints = endpoints
         self.array = (ctypes.c_void_p * (len(handles) + 1))(*handles, None)
 

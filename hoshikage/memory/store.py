@@ -405,11 +405,11 @@ class Store:
         key = conversation_key(conversation_id)
         records = self._records(key)
         writer = uuid.uuid4().hex
+        response_id = response["id"] if response else ""
         for _ in range(APPEND_ATTEMPTS):
             start = self._next_position(records)
             now = int(time.time())
             positions = list(range(start, start + len(items)))
-            response_id = response["id"] if response else ""
             ids, documents, metadatas = [], [], []
             for position, (role, text, item) in zip(positions, items):
                 ids.append(f"t{position:08d}")
